@@ -1,0 +1,3 @@
+//! Subcommands of the `hoist` binary, one module each.
+pub mod crds;
+pub mod plugin;

@@ -1,0 +1,44 @@
+//! `hoist`: one binary for the operator and its tools.
+//!
+//! - `hoist run`: the operator (controllers for Scalers).
+//! - `hoist crds`: print the CustomResourceDefinitions as YAML.
+//! - `hoist plugin check|run|pack`: verify, run locally, and package hook plugins.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod error;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "hoist", version, about = "A safe, programmable gate between desired and actual replicas")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions hoist serves, as YAML.
+    Crds(cli::crds::Args),
+    /// Work with hook plugins: check, run locally, pack into a ConfigMap.
+    #[command(subcommand)]
+    Plugin(cli::plugin::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Crds(args) => cli::crds::run(&args),
+        Command::Plugin(cmd) => cli::plugin::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("hoist: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
