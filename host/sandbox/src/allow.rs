@@ -1,0 +1,135 @@
+//! The allow-list of hosts a hook call may send HTTP requests to.
+
+use std::fmt;
+
+/// Hosts a call may reach. Entries are `host` (any port) or `host:port` (that port only);
+/// IPv6 addresses are written bare (`::1`) or bracketed (`[::1]:8080`). Matching is exact
+/// (case-insensitive for names): `example.com` does not allow `api.example.com`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowList {
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    host: String,
+    port: Option<u16>,
+}
+
+impl AllowList {
+    /// An allow-list from entries; an entry that cannot be read (`host:notaport`) is kept as a
+    /// host name that matches nothing real, never as a wildcard.
+    pub fn new<S: AsRef<str>>(entries: impl IntoIterator<Item = S>) -> Self {
+        AllowList {
+            entries: entries
+                .into_iter()
+                .filter_map(|e| parse_entry(e.as_ref()))
+                .collect(),
+        }
+    }
+
+    /// Whether no host is allowed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether a request to `host` on `port` is allowed (`host` as in a URI authority, IPv6
+    /// with or without brackets).
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let host = normalize_host(host);
+        self.entries
+            .iter()
+            .any(|e| e.host == host && e.port.is_none_or(|p| p == port))
+    }
+}
+
+impl fmt::Display for AllowList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for e in &self.entries {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            match (e.host.contains(':'), e.port) {
+                (true, Some(p)) => write!(f, "[{}]:{p}", e.host)?,
+                (false, Some(p)) => write!(f, "{}:{p}", e.host)?,
+                (_, None) => f.write_str(&e.host)?,
+            }
+        }
+        if first {
+            f.write_str("(none)")?;
+        }
+        Ok(())
+    }
+}
+
+fn normalize_host(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+}
+
+fn parse_entry(raw: &str) -> Option<Entry> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return None;
+    }
+    if let Some(rest) = raw.strip_prefix('[') {
+        // [v6] or [v6]:port
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        return Some(Entry {
+            host: normalize_host(host),
+            port,
+        });
+    }
+    match raw.matches(':').count() {
+        0 => Some(Entry {
+            host: normalize_host(raw),
+            port: None,
+        }),
+        1 => {
+            let (host, port) = raw.split_once(':')?;
+            Some(Entry {
+                host: normalize_host(host),
+                port: Some(port.parse().ok()?),
+            })
+        }
+        // A bare IPv6 address.
+        _ => Some(Entry {
+            host: normalize_host(raw),
+            port: None,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AllowList;
+
+    #[test]
+    fn host_entries_match_any_port_and_host_port_entries_one() {
+        let list = AllowList::new(["trino-0.example", "127.0.1.2:8080", "[::1]:9000", "fe80::1"]);
+        assert!(list.allows("trino-0.example", 8080));
+        assert!(list.allows("TRINO-0.example", 1));
+        assert!(!list.allows("api.trino-0.example", 8080));
+        assert!(list.allows("127.0.1.2", 8080));
+        assert!(!list.allows("127.0.1.2", 8081));
+        assert!(list.allows("[::1]", 9000));
+        assert!(!list.allows("::1", 9001));
+        assert!(list.allows("fe80::1", 443));
+    }
+
+    #[test]
+    fn malformed_entries_allow_nothing() {
+        let list = AllowList::new(["host:port", "[::1", ""]);
+        assert!(list.is_empty());
+        assert!(!list.allows("host", 80));
+    }
+}

@@ -1,0 +1,42 @@
+//! Runs hoist hook plugins — WebAssembly components of the `hoist:hooks` WIT package — in
+//! wasmtime.
+//!
+//! - [`Sandbox::new`]: one engine per process (async calls, epoch interruption driven by a
+//!   ticker thread, pooling allocator), cheap to clone, `Send + Sync`.
+//! - [`Sandbox::load`]: content-addressed by sha256, verified (a component, of our world, of
+//!   a supported WIT version), deduplicated in memory, and precompiled artifacts cached on
+//!   disk keyed by digest and the engine's compatibility hash, so a restart does not compile.
+//! - [`HookRunner`] (implemented by [`Sandbox`]): the typed interface the operator calls.
+//!   Every call gets a fresh store with a memory cap, a deadline that bounds guest code and
+//!   host calls alike, no filesystem, no environment, no sockets, and outgoing HTTP only to the
+//!   hosts on the call's allow-list. Guest logs go to `tracing` with the call's identity.
+//!
+//! No Kubernetes types appear here: the operator maps its resources to [`HookContext`] and
+//! [`CallOptions`].
+
+mod allow;
+mod bindings;
+mod cache;
+mod config;
+mod context;
+mod error;
+mod host;
+mod plugin;
+mod runner;
+mod sandbox;
+
+pub use allow::AllowList;
+pub use config::SandboxConfig;
+pub use context::{
+    Direction, FailedStage, FailureInfo, HookContext, HookErrorKind, HookOutcome, PodInfo,
+    TargetRef,
+};
+pub use error::SandboxError;
+pub use plugin::{LoadSource, Plugin};
+pub use runner::{BoxFuture, CallIdentity, CallOptions, HookName, HookRunner};
+pub use sandbox::{LoadStats, Sandbox};
+
+/// The `hoist:hooks` WIT package version this host implements.
+pub const WIT_VERSION: &str = "0.1.0";
+/// The interface plugins export, without version.
+pub const HOOKS_INTERFACE: &str = "hoist:hooks/hooks";

@@ -1,0 +1,412 @@
+//! The typed interface the operator calls hooks through, and its wasmtime implementation.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use crate::allow::AllowList;
+use crate::bindings::types as wit;
+use crate::context::{FailureInfo, HookContext, HookOutcome, split_hook_error};
+use crate::error::SandboxError;
+use crate::host::{CapturedOutput, HostState, guest_failure_text};
+use crate::plugin::Plugin;
+use crate::sandbox::Sandbox;
+
+/// A boxed future, so that [`HookRunner`] stays object-safe (`Arc<dyn HookRunner>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Who a call is for; attached to every log line of the call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallIdentity {
+    /// Namespace of the Scaler.
+    pub namespace: String,
+    /// Name of the Scaler.
+    pub scaler: String,
+    /// The operation id.
+    pub operation: String,
+    /// Attempt number of this stage.
+    pub attempt: u32,
+}
+
+/// Per-call limits and identity.
+#[derive(Debug, Clone)]
+pub struct CallOptions {
+    /// Wall-clock limit for the whole call: guest code and host calls (HTTP) alike.
+    pub deadline: Duration,
+    /// Hosts the plugin may send HTTP requests to.
+    pub allowed_hosts: AllowList,
+    /// For logs.
+    pub identity: CallIdentity,
+}
+
+impl CallOptions {
+    /// Options with a deadline, an allow-list and an identity.
+    pub fn new(deadline: Duration, allowed_hosts: AllowList, identity: CallIdentity) -> Self {
+        CallOptions {
+            deadline,
+            allowed_hosts,
+            identity,
+        }
+    }
+}
+
+/// The four hooks of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookName {
+    /// `pre-scale`
+    PreScale,
+    /// `post-scale`
+    PostScale,
+    /// `on-failure`
+    OnFailure,
+    /// `validate-config`
+    ValidateConfig,
+}
+
+impl HookName {
+    /// The WIT name (`pre-scale`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookName::PreScale => "pre-scale",
+            HookName::PostScale => "post-scale",
+            HookName::OnFailure => "on-failure",
+            HookName::ValidateConfig => "validate-config",
+        }
+    }
+}
+
+impl fmt::Display for HookName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Calls a plugin's hooks. Implemented by [`Sandbox`]; the operator holds it as
+/// `Arc<dyn HookRunner>` so the state machine can be tested with a fake.
+pub trait HookRunner: Send + Sync {
+    /// Call `pre-scale`.
+    fn pre_scale<'a>(
+        &'a self,
+        plugin: &'a Plugin,
+        ctx: &'a HookContext,
+        options: &'a CallOptions,
+    ) -> BoxFuture<'a, Result<HookOutcome, SandboxError>>;
+
+    /// Call `post-scale`.
+    fn post_scale<'a>(
+        &'a self,
+        plugin: &'a Plugin,
+        ctx: &'a HookContext,
+        options: &'a CallOptions,
+    ) -> BoxFuture<'a, Result<HookOutcome, SandboxError>>;
+
+    /// Call `on-failure`.
+    fn on_failure<'a>(
+        &'a self,
+        plugin: &'a Plugin,
+        ctx: &'a HookContext,
+        failure: &'a FailureInfo,
+        options: &'a CallOptions,
+    ) -> BoxFuture<'a, Result<(), SandboxError>>;
+
+    /// Call `validate-config`; a rejection is [`SandboxError::ConfigRejected`].
+    fn validate_config<'a>(
+        &'a self,
+        plugin: &'a Plugin,
+        config: &'a str,
+        options: &'a CallOptions,
+    ) -> BoxFuture<'a, Result<(), SandboxError>>;
+}
+
+enum Invocation<'a> {
+    Scale(HookName, &'a HookContext),
+    Failure(&'a HookContext, &'a FailureInfo),
+    Validate(&'a str),
+}
+
+impl Invocation<'_> {
+    fn hook(&self) -> HookName {
+        match self {
+            Invocation::Scale(h, _) => *h,
+            Invocation::Failure(..) => HookName::OnFailure,
+            Invocation::Validate(_) => HookName::ValidateConfig,
+        }
+    }
+}
+
+enum Answer {
+    Outcome(Result<wit::Outcome, wit::HookError>),
+    Unit(Result<(), wit::HookError>),
+    Validate(Result<(), String>),
+}
+
+impl HookRunner for Sandbox {
+    fn pre_scale<'a>(
+        &'a self,
+        plugin: &'a Plugin,
+        ctx: &'a HookContext,
+        options: &'a CallOptions,
+    ) -> BoxFuture<'a, Result<HookOutcome, SandboxError>> {
+        Box::pin(self.scale_hook(plugin, HookName::PreScale, ctx, options))
+    }
+
+    fn post_scale<'a>(
+        &'a self,
+        plugin: &'a Plugin,
+        ctx: &'a HookContext,
+        options: &'a CallOptions,
+    ) -> BoxFuture<'a, Result<HookOutcome, SandboxError>> {
+        Box::pin(self.scale_hook(plugin, HookName::PostScale, ctx, options))
+    }
+
+    fn on_failure<'a>(
+        &'a self,
+        plugin: &'a Plugin,
+        ctx: &'a HookContext,
+        failure: &'a FailureInfo,
+        options: &'a CallOptions,
+    ) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move {
+            let hook = HookName::OnFailure.as_str();
+            let (answer, denied) = self
+                .invoke(plugin, Invocation::Failure(ctx, failure), options)
+                .await?;
+            match answer {
+                Answer::Unit(Ok(())) => Ok(()),
+                Answer::Unit(Err(e)) => Err(guest_error(hook, e, &denied)),
+                _ => Err(SandboxError::HookResult {
+                    hook,
+                    message: "unexpected answer".into(),
+                }),
+            }
+        })
+    }
+
+    fn validate_config<'a>(
+        &'a self,
+        plugin: &'a Plugin,
+        config: &'a str,
+        options: &'a CallOptions,
+    ) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move {
+            let (answer, _) = self
+                .invoke(plugin, Invocation::Validate(config), options)
+                .await?;
+            match answer {
+                Answer::Validate(Ok(())) => Ok(()),
+                Answer::Validate(Err(message)) => Err(SandboxError::ConfigRejected(message)),
+                _ => Err(SandboxError::HookResult {
+                    hook: HookName::ValidateConfig.as_str(),
+                    message: "unexpected answer".into(),
+                }),
+            }
+        })
+    }
+}
+
+fn guest_error(hook: &'static str, e: wit::HookError, denied: &[String]) -> SandboxError {
+    let (kind, message) = split_hook_error(e);
+    if denied.is_empty() {
+        SandboxError::HookFailed {
+            hook,
+            kind,
+            message,
+        }
+    } else {
+        SandboxError::HookRequestDenied {
+            hook,
+            hosts: denied.join(", "),
+            message,
+        }
+    }
+}
+
+impl Sandbox {
+    async fn scale_hook(
+        &self,
+        plugin: &Plugin,
+        name: HookName,
+        ctx: &HookContext,
+        options: &CallOptions,
+    ) -> Result<HookOutcome, SandboxError> {
+        let hook = name.as_str();
+        let (answer, denied) = self
+            .invoke(plugin, Invocation::Scale(name, ctx), options)
+            .await?;
+        match answer {
+            Answer::Outcome(Ok(wit::Outcome::Done(message))) => Ok(HookOutcome::Done { message }),
+            Answer::Outcome(Ok(wit::Outcome::InProgress(p))) => {
+                let max = self.inner.config.max_state_bytes;
+                if p.state.len() > max {
+                    return Err(SandboxError::HookResult {
+                        hook,
+                        message: format!(
+                            "in-progress state is {} bytes, more than the {max} allowed",
+                            p.state.len()
+                        ),
+                    });
+                }
+                Ok(HookOutcome::InProgress {
+                    state: p.state,
+                    retry_after: Duration::from_millis(p.retry_after_ms),
+                    message: p.message,
+                })
+            }
+            Answer::Outcome(Err(e)) => Err(guest_error(hook, e, &denied)),
+            _ => Err(SandboxError::HookResult {
+                hook,
+                message: "unexpected answer".into(),
+            }),
+        }
+    }
+
+    /// One call: a fresh store, limits, the deadline (epoch for guest code, a tokio timeout
+    /// around everything), and classification of failures.
+    async fn invoke(
+        &self,
+        plugin: &Plugin,
+        invocation: Invocation<'_>,
+        options: &CallOptions,
+    ) -> Result<(Answer, Vec<String>), SandboxError> {
+        let inner = &self.inner;
+        let hook = invocation.hook().as_str();
+        let identity = Arc::new(options.identity.clone());
+        let stderr = CapturedOutput::new(inner.config.max_stderr_bytes);
+        let state = HostState::new(
+            identity.clone(),
+            hook,
+            plugin.digest.clone(),
+            options.allowed_hosts.clone(),
+            inner.config.memory_limit_bytes,
+            stderr.clone(),
+        );
+        let denied = state.policy.denied.clone();
+        let mut store = Store::new(&inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let deadline_at = Instant::now() + options.deadline;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline_at {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                // Let the async runtime run other tasks (and the call's timeout) every tick.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        let call = async {
+            let instance = plugin
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| (true, e))?;
+            let hooks = instance.hoist_hooks_hooks();
+            let answer = match invocation {
+                Invocation::Scale(name, ctx) => {
+                    let ctx = wit::ScaleContext::from(ctx);
+                    let r = if name == HookName::PostScale {
+                        hooks.call_post_scale(&mut store, &ctx).await
+                    } else {
+                        hooks.call_pre_scale(&mut store, &ctx).await
+                    };
+                    r.map(Answer::Outcome)
+                }
+                Invocation::Failure(ctx, failure) => hooks
+                    .call_on_failure(
+                        &mut store,
+                        &wit::ScaleContext::from(ctx),
+                        &wit::Failure::from(failure),
+                    )
+                    .await
+                    .map(Answer::Unit),
+                Invocation::Validate(config) => hooks
+                    .call_validate_config(&mut store, config)
+                    .await
+                    .map(Answer::Validate),
+            };
+            answer.map_err(|e| (false, e))
+        };
+        let started = Instant::now();
+        let result = tokio::time::timeout(options.deadline, call).await;
+        let stderr_text = stderr.contents();
+        let denied_hosts = denied
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if !stderr_text.trim().is_empty() {
+            tracing::debug!(
+                target: "hoist::plugin",
+                namespace = %identity.namespace,
+                scaler = %identity.scaler,
+                hook,
+                operation = %identity.operation,
+                attempt = identity.attempt,
+                "guest stderr: {}",
+                stderr_text.trim()
+            );
+        }
+        let outcome = match result {
+            Ok(Ok(answer)) => Ok((answer, denied_hosts)),
+            Err(_elapsed) => Err(SandboxError::HookDeadline {
+                hook,
+                deadline: options.deadline,
+            }),
+            Ok(Err((true, e))) => Err(SandboxError::Instantiate(format!("{e:#}"))),
+            Ok(Err((false, e))) => Err(classify_trap(
+                hook,
+                &e,
+                &store,
+                &stderr_text,
+                options.deadline,
+            )),
+        };
+        if let Err(err) = &outcome {
+            tracing::warn!(
+                target: "hoist::plugin",
+                namespace = %identity.namespace,
+                scaler = %identity.scaler,
+                hook,
+                operation = %identity.operation,
+                attempt = identity.attempt,
+                plugin = &plugin.digest[..12],
+                reason = err.reason(),
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "hook call failed: {err}"
+            );
+        }
+        outcome
+    }
+}
+
+fn classify_trap(
+    hook: &'static str,
+    err: &wasmtime::Error,
+    store: &Store<HostState>,
+    stderr: &str,
+    deadline: Duration,
+) -> SandboxError {
+    if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+        return SandboxError::HookDeadline { hook, deadline };
+    }
+    let limiter = &store.data().limiter;
+    if let Some(requested) = limiter.refused {
+        return SandboxError::HookMemoryLimit {
+            hook,
+            limit_bytes: limiter.limit(),
+            requested_bytes: requested,
+        };
+    }
+    let trap = match err.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{err:#}"),
+    };
+    let message = match guest_failure_text(stderr) {
+        Some(text) => format!("{text} ({trap})"),
+        None => trap,
+    };
+    SandboxError::HookTrapped { hook, message }
+}
