@@ -1,0 +1,4 @@
+//! Placeholder; filled by its issue.
+#![forbid(unsafe_code)]
+
+pub mod autoscale;
