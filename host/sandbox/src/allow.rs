@@ -89,24 +89,18 @@ fn parse_entry(raw: &str) -> Option<Entry> {
             port,
         });
     }
-    match raw.matches(':').count() {
-        0 => Some(Entry {
-            host: normalize_host(raw),
-            port: None,
-        }),
-        1 => {
-            let (host, port) = raw.split_once(':')?;
-            Some(Entry {
-                host: normalize_host(host),
-                port: Some(port.parse().ok()?),
-            })
-        }
-        // A bare IPv6 address.
-        _ => Some(Entry {
-            host: normalize_host(raw),
-            port: None,
-        }),
+    if raw.matches(':').count() == 1 {
+        let (host, port) = raw.split_once(':')?;
+        return Some(Entry {
+            host: normalize_host(host),
+            port: Some(port.parse().ok()?),
+        });
     }
+    // A host name, an IPv4 address, or a bare IPv6 address: any port.
+    Some(Entry {
+        host: normalize_host(raw),
+        port: None,
+    })
 }
 
 #[cfg(test)]

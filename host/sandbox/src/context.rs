@@ -14,7 +14,7 @@ use crate::bindings::types as wit;
 pub struct PodInfo {
     /// Pod name (or the future name of a pod still to be created).
     pub name: String,
-    /// StatefulSet ordinal, when the workload has stable ordinals.
+    /// `StatefulSet` ordinal, when the workload has stable ordinals.
     #[serde(default)]
     pub ordinal: Option<u32>,
     /// Pod IP, when assigned.

@@ -337,18 +337,6 @@ impl Sandbox {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        if !stderr_text.trim().is_empty() {
-            tracing::debug!(
-                target: "hoist::plugin",
-                namespace = %identity.namespace,
-                scaler = %identity.scaler,
-                hook,
-                operation = %identity.operation,
-                attempt = identity.attempt,
-                "guest stderr: {}",
-                stderr_text.trim()
-            );
-        }
         let outcome = match result {
             Ok(Ok(answer)) => Ok((answer, denied_hosts)),
             Err(_elapsed) => Err(SandboxError::HookDeadline {
@@ -364,21 +352,52 @@ impl Sandbox {
                 options.deadline,
             )),
         };
-        if let Err(err) = &outcome {
-            tracing::warn!(
-                target: "hoist::plugin",
-                namespace = %identity.namespace,
-                scaler = %identity.scaler,
-                hook,
-                operation = %identity.operation,
-                attempt = identity.attempt,
-                plugin = &plugin.digest[..12],
-                reason = err.reason(),
-                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "hook call failed: {err}"
-            );
-        }
+        report(
+            &identity,
+            hook,
+            &plugin.digest,
+            &stderr_text,
+            outcome.as_ref().err(),
+            started,
+        );
         outcome
+    }
+}
+
+/// Log the end of a call: the guest's stderr (debug) and, for a failure, why (warn).
+fn report(
+    identity: &CallIdentity,
+    hook: &'static str,
+    digest: &str,
+    stderr: &str,
+    error: Option<&SandboxError>,
+    started: Instant,
+) {
+    if !stderr.trim().is_empty() {
+        tracing::debug!(
+            target: "hoist::plugin",
+            namespace = %identity.namespace,
+            scaler = %identity.scaler,
+            hook,
+            operation = %identity.operation,
+            attempt = identity.attempt,
+            "guest stderr: {}",
+            stderr.trim()
+        );
+    }
+    if let Some(err) = error {
+        tracing::warn!(
+            target: "hoist::plugin",
+            namespace = %identity.namespace,
+            scaler = %identity.scaler,
+            hook,
+            operation = %identity.operation,
+            attempt = identity.attempt,
+            plugin = &digest[..digest.len().min(12)],
+            reason = err.reason(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "hook call failed: {err}"
+        );
     }
 }
 

@@ -157,18 +157,17 @@ impl Sandbox {
         }
         sniff(bytes)?;
         let started = Instant::now();
-        let (component, source) = match self
+        let cached = self
             .inner
             .cache
             .as_ref()
-            .and_then(|c| c.load(&self.inner.engine, &digest))
-        {
-            Some(component) => (component, LoadSource::DiskCache),
-            None => {
-                let component = Component::new(&self.inner.engine, bytes)
-                    .map_err(|e| SandboxError::LoadCompile(format!("{e:#}")))?;
-                (component, LoadSource::Compiled)
-            }
+            .and_then(|c| c.load(&self.inner.engine, &digest));
+        let (component, source) = if let Some(component) = cached {
+            (component, LoadSource::DiskCache)
+        } else {
+            let component = Component::new(&self.inner.engine, bytes)
+                .map_err(|e| SandboxError::LoadCompile(format!("{e:#}")))?;
+            (component, LoadSource::Compiled)
         };
         let plugin = self.verify(&component, &digest, bytes.len())?;
         if source == LoadSource::Compiled

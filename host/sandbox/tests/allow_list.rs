@@ -1,5 +1,7 @@
 //! Outgoing HTTP reaches only hosts on the call's allow-list; a denied request is an error the
 //! guest sees, and the host logs it.
+// Tests and their helpers: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -7,13 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{Logs, Seen, options, plugin_bytes, pod, sandbox, scale_down, serve};
+use common::{Seen, options, plugin_bytes, pod, sandbox, scale_down, serve};
 use hoist_sandbox::{HookOutcome, HookRunner, SandboxError};
 
 #[tokio::test]
 async fn a_host_off_the_list_is_denied_and_logged_and_one_on_it_is_reached() {
-    let logs = Logs::default();
-    let _guard = logs.capture();
+    common::Logs::capture();
     let hits = Arc::new(AtomicU32::new(0));
     let counter = hits.clone();
     let port = serve(
@@ -57,7 +58,7 @@ async fn a_host_off_the_list_is_denied_and_logged_and_one_on_it_is_reached() {
         0,
         "a denied request never leaves the sandbox"
     );
-    let text = logs.text();
+    let text = common::Logs::text();
     assert!(
         text.contains("plugin request denied: host not on the allow-list"),
         "{text}"

@@ -1,5 +1,7 @@
 //! Loading: verification errors are distinct, same bytes are deduplicated, and precompiled
 //! artifacts are reused from disk — also by a new process.
+// Tests and their helpers: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Each misbehaving fixture ends with its own error kind within its deadline, and the sandbox
 //! keeps working: the next call on a good plugin succeeds.
+// Tests and their helpers: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -32,8 +34,7 @@ async fn good_call_still_works(sb: &hoist_sandbox::Sandbox) {
 
 #[tokio::test]
 async fn a_panicking_hook_is_a_trap_with_its_message() {
-    let logs = common::Logs::default();
-    let _guard = logs.capture();
+    common::Logs::capture();
     let sb = sandbox();
     let plugin = sb.load(&plugin_bytes("fixture-trap")).unwrap();
     let started = Instant::now();
@@ -53,7 +54,7 @@ async fn a_panicking_hook_is_a_trap_with_its_message() {
     }
     assert!(started.elapsed() < Duration::from_secs(5));
     // The guest's log line before the panic reached tracing with the call's identity.
-    let text = logs.text();
+    let text = common::Logs::text();
     assert!(text.contains("about to panic on purpose"), "{text}");
     assert!(
         text.contains("scaler=workers") && text.contains("hook=\"pre-scale\""),

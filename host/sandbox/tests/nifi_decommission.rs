@@ -1,5 +1,7 @@
-//! nifi-decommission against a loopback server that enforces NiFi's rules: offload only a
+//! nifi-decommission against a loopback server that enforces the `NiFi` rules: offload only a
 //! DISCONNECTED node, delete only an OFFLOADED one, every call with the bearer token.
+// Tests and their helpers: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! trino-drain against loopback servers that behave like Trino workers:
 //! ACTIVE → (PUT "DRAINING") DRAINING → DRAINED after several polls; PUT "ACTIVE" undoes it.
+// Tests and their helpers: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

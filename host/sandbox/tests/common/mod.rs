@@ -1,5 +1,12 @@
 //! Shared test helpers: built plugins, contexts, a loopback HTTP server, log capture.
-#![allow(dead_code, clippy::missing_panics_doc)]
+// Test support: a failed setup step is a failed test, so unwrap/expect/panic are the point.
+#![allow(
+    dead_code,
+    clippy::missing_panics_doc,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -44,7 +51,8 @@ pub fn plugins_dir() -> &'static Path {
         let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
         assert!(
             dir.is_dir(),
-            "plugins/build printed {dir:?}, not a directory"
+            "plugins/build printed {}, not a directory",
+            dir.display()
         );
         dir
     })
@@ -57,6 +65,7 @@ pub fn plugin_bytes(name: &str) -> Vec<u8> {
 }
 
 pub fn sandbox() -> Sandbox {
+    Logs::capture();
     Sandbox::new(SandboxConfig {
         memory_limit_bytes: 64 * 1024 * 1024,
         ..SandboxConfig::default()
@@ -175,7 +184,7 @@ pub async fn serve(ips: &[&str], handler: Handler) -> u16 {
                                         .into_body()
                                         .collect()
                                         .await
-                                        .map(|b| b.to_bytes())
+                                        .map(http_body_util::Collected::to_bytes)
                                         .unwrap_or_default();
                                     let seen = Seen {
                                         local,
@@ -206,33 +215,48 @@ pub async fn serve(ips: &[&str], handler: Handler) -> u16 {
     panic!("could not bind {ips:?} on one common port");
 }
 
-/// Captured log output of the current thread (use with a current-thread runtime).
-#[derive(Clone, Default)]
-pub struct Logs(Arc<Mutex<Vec<u8>>>);
+/// Captured log output of this test process.
+///
+/// One global subscriber (installed on first use) writes into one buffer: thread-scoped
+/// subscribers miss events whose callsite interest another thread cached first, so tests
+/// search the shared text for strings unique to them (a port, a message).
+#[derive(Debug, Clone, Copy)]
+pub struct Logs;
 
-impl Logs {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
+static LOG_BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
 
-    /// Install as this thread's subscriber until the guard drops.
-    pub fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        let logs = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || logs.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-}
+#[derive(Clone)]
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
 
-impl Write for Logs {
+impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+impl Logs {
+    pub fn text() -> String {
+        let buffer = LOG_BUFFER.get().expect("Logs::capture first");
+        String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned()
+    }
+
+    /// Make sure the global capturing subscriber is installed.
+    pub fn capture() {
+        LOG_BUFFER.get_or_init(|| {
+            let buffer = Arc::new(Mutex::new(Vec::new()));
+            let writer = LogWriter(buffer.clone());
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber");
+            buffer
+        });
     }
 }
