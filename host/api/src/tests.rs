@@ -1,0 +1,433 @@
+//! Tests of the resource: schema shape, CEL rules (evaluated client-side with kube-cel, the
+//! evaluator kube's `cel` feature ships), Rust-side validation and error paths.
+
+#![allow(clippy::needless_pass_by_value)] // test helpers read best taking values
+
+use kube::CustomResourceExt;
+use serde_json::{Value, json};
+
+use crate::*;
+
+fn crd_json() -> Value {
+    serde_json::to_value(Scaler::crd()).unwrap()
+}
+
+fn schema() -> Value {
+    crd_json()["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// A minimal valid Scaler; tests patch `spec` into it.
+fn scaler(spec: Value) -> Value {
+    json!({
+        "apiVersion": "hoist.dev/v1alpha1",
+        "kind": "Scaler",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": spec,
+    })
+}
+
+fn base_spec() -> Value {
+    json!({"targetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "web"}})
+}
+
+fn with(mut spec: Value, patch: Value) -> Value {
+    for (k, v) in patch.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    spec
+}
+
+/// Evaluate the CRD's CEL rules against an object; the messages of the failed rules.
+fn cel_messages(object: &Value) -> Vec<String> {
+    match kube::core::cel::Validator::new().validate(&schema(), object, None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn crd_identity_subresources_and_printer_columns() {
+    let crd = crd_json();
+    assert_eq!(crd["metadata"]["name"], "scalers.hoist.dev");
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    assert_eq!(crd["spec"]["names"]["kind"], "Scaler");
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert_eq!(version["subresources"]["status"], json!({}));
+    assert_eq!(
+        version["subresources"]["scale"],
+        json!({"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.selector"})
+    );
+    let columns: Vec<(&str, &str)> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["jsonPath"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ("Target", ".spec.targetRef.name"),
+            ("Stage", ".status.stage"),
+            ("Replicas", ".status.replicas"),
+            ("Desired", ".spec.replicas"),
+            ("Age", ".metadata.creationTimestamp"),
+        ]
+    );
+}
+
+#[test]
+fn schema_is_structural_where_it_matters() {
+    let s = schema();
+    let spec = &s["properties"]["spec"]["properties"];
+    let config = &spec["hooks"]["properties"]["config"];
+    assert_eq!(config["type"], "object");
+    assert_eq!(config["x-kubernetes-preserve-unknown-fields"], true);
+    assert_eq!(
+        s["properties"]["status"]["properties"]["stage"]["enum"],
+        json!(["Idle", "PreScaling", "Scaling", "PostScaling", "Failed"])
+    );
+    assert_eq!(
+        spec["hooks"]["properties"]["failurePolicy"]["enum"],
+        json!(["FailClose", "FailOpen"])
+    );
+    assert_eq!(
+        spec["stageTimeouts"]["properties"]["scaling"]["pattern"],
+        duration::DURATION_PATTERN
+    );
+    // Lists and strings that CEL rules read are bounded, so the API server's cost estimate is finite.
+    assert_eq!(
+        spec["hooks"]["properties"]["plugin"]["properties"]["sha256"]["maxLength"],
+        64
+    );
+    assert!(spec["hooks"]["properties"]["allowedHosts"]["maxItems"].is_number());
+    // No $ref survives: the API server does not resolve references.
+    assert!(!serde_json::to_string(&s).unwrap().contains("$ref"));
+}
+
+#[test]
+fn cel_rules_accept_valid_scalers() {
+    let sha = "a".repeat(64);
+    let valid = [
+        base_spec(),
+        with(
+            base_spec(),
+            json!({"replicas": 0, "minReplicas": 0, "maxReplicas": 3}),
+        ),
+        with(
+            base_spec(),
+            json!({"replicas": 50, "minReplicas": 1, "maxReplicas": 3}),
+        ),
+        with(base_spec(), json!({"autoscaling": {"fixed": {}}})),
+        with(base_spec(), json!({"autoscaling": {"external": {}}})),
+        with(
+            base_spec(),
+            json!({"maxReplicas": 10, "autoscaling": {"hpa": {"metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]}}}),
+        ),
+        with(
+            base_spec(),
+            json!({"maxReplicas": 10, "autoscaling": {"keda": {"idleReplicaCount": 0, "triggers": [{"type": "cron", "metadata": {"timezone": "UTC"}}]}}}),
+        ),
+        with(
+            base_spec(),
+            json!({"maxReplicas": 10, "autoscaling": {"builtin": {"algorithm": "kpa", "kpa": {"stableWindow": "60s"}, "metrics": [{"prometheus": {"address": "http://p:9090", "query": "sum(x)", "target": 10.0}}]}}}),
+        ),
+        with(
+            base_spec(),
+            json!({"hooks": {"plugin": {"configMap": "drain", "sha256": sha}, "config": {"any": ["json", 1]}, "failurePolicy": "FailOpen"}}),
+        ),
+        with(
+            base_spec(),
+            json!({"retryPolicy": {"maxAttempts": 3, "backoff": {"initial": "30s", "max": "10m"}}}),
+        ),
+    ];
+    for spec in valid {
+        let object = scaler(spec.clone());
+        assert_eq!(cel_messages(&object), Vec::<String>::new(), "{spec}");
+        let parsed = parse_scaler_value(object).unwrap();
+        assert_eq!(parsed.spec.validate(), Vec::new(), "{spec}");
+    }
+}
+
+/// Each CEL rule with an invalid example: (what, spec, expected words in the API server's
+/// message, the field the Rust-side check names).
+#[test]
+fn cel_rules_reject_invalid_scalers_with_readable_messages() {
+    let cases = [
+        (
+            "min > max",
+            with(base_spec(), json!({"minReplicas": 5, "maxReplicas": 2})),
+            "minReplicas must be less than or equal to maxReplicas",
+            "spec.minReplicas",
+        ),
+        (
+            "two modes",
+            with(
+                base_spec(),
+                json!({"maxReplicas": 5, "autoscaling": {"fixed": {}, "hpa": {}}}),
+            ),
+            "autoscaling must set exactly one of fixed, hpa, keda, builtin or external",
+            "spec.autoscaling",
+        ),
+        (
+            "no mode",
+            with(base_spec(), json!({"autoscaling": {}})),
+            "exactly one of",
+            "spec.autoscaling",
+        ),
+        (
+            "hpa without max",
+            with(base_spec(), json!({"autoscaling": {"hpa": {}}})),
+            "maxReplicas is required when autoscaling is hpa, keda or builtin",
+            "spec.maxReplicas",
+        ),
+        (
+            "short sha",
+            with(
+                base_spec(),
+                json!({"hooks": {"plugin": {"configMap": "c", "sha256": "abc"}}}),
+            ),
+            "sha256 must be 64 lowercase hexadecimal characters",
+            "spec.hooks.plugin.sha256",
+        ),
+        (
+            "uppercase sha",
+            with(
+                base_spec(),
+                json!({"hooks": {"plugin": {"configMap": "c", "sha256": "A".repeat(64)}}}),
+            ),
+            "sha256 must be 64 lowercase hexadecimal characters",
+            "spec.hooks.plugin.sha256",
+        ),
+        (
+            "idle replicas",
+            with(
+                base_spec(),
+                json!({"maxReplicas": 5, "autoscaling": {"keda": {"idleReplicaCount": 1, "triggers": [{"type": "cron"}]}}}),
+            ),
+            "KEDA only supports 0",
+            "spec.autoscaling.keda.idleReplicaCount",
+        ),
+        (
+            "kpa tuning with apa",
+            with(
+                base_spec(),
+                json!({"maxReplicas": 5, "autoscaling": {"builtin": {"algorithm": "apa", "kpa": {}, "metrics": [{"pods": {"port": 9090, "metricName": "q", "target": 1.0}}]}}}),
+            ),
+            "builtin.kpa tunes the kpa algorithm",
+            "spec.autoscaling.builtin.kpa",
+        ),
+        (
+            "metric with two sources",
+            with(
+                base_spec(),
+                json!({"maxReplicas": 5, "autoscaling": {"builtin": {"algorithm": "hpa", "metrics": [{"pods": {"port": 1, "metricName": "q", "target": 1.0}, "prometheus": {"address": "a", "query": "q", "target": 1.0}}]}}}),
+            ),
+            "exactly one of prometheus or pods",
+            "spec.autoscaling.builtin.metrics[0]",
+        ),
+        (
+            "backoff inverted",
+            with(
+                base_spec(),
+                json!({"retryPolicy": {"maxAttempts": 2, "backoff": {"initial": "10m", "max": "30s"}}}),
+            ),
+            "backoff.initial must not exceed retryPolicy.backoff.max",
+            "spec.retryPolicy.backoff.initial",
+        ),
+    ];
+    for (what, spec, message, field) in cases {
+        let messages = cel_messages(&scaler(spec.clone()));
+        assert!(
+            messages.iter().any(|m| m.contains(message)),
+            "{what}: CEL said {messages:?}, wanted {message:?}"
+        );
+        // The same object, parsed and checked in Rust, names the field.
+        let parsed = parse_scaler_value(scaler(spec)).unwrap();
+        let violations = parsed.spec.validate();
+        assert!(
+            violations.iter().any(|v| v.field == field),
+            "{what}: Rust said {violations:?}, wanted field {field}"
+        );
+    }
+}
+
+#[test]
+fn out_of_bounds_replicas_are_admitted_and_clamped() {
+    // An HPA writing /scale out of bounds must not be refused (it would retry forever); hoist clamps.
+    let spec = with(
+        base_spec(),
+        json!({"replicas": 100, "minReplicas": 2, "maxReplicas": 5}),
+    );
+    assert!(cel_messages(&scaler(spec.clone())).is_empty());
+    let parsed = parse_scaler_value(scaler(spec)).unwrap();
+    let cases = [(100, 5), (0, 2), (3, 3), (-1, 2)];
+    for (asked, clamped) in cases {
+        assert_eq!(parsed.spec.clamp(asked), clamped, "{asked}");
+    }
+    let zero_ok = ScalerSpec {
+        min_replicas: Some(0),
+        ..ScalerSpec::default()
+    };
+    assert_eq!(zero_ok.clamp(0), 0, "minReplicas 0 allows scale to zero");
+    assert_eq!(
+        ScalerSpec::default().clamp(0),
+        1,
+        "default minReplicas is 1"
+    );
+    assert_eq!(
+        ScalerSpec::default().clamp(i32::MAX),
+        i32::MAX,
+        "no maxReplicas, no upper bound"
+    );
+    let inverted = ScalerSpec {
+        min_replicas: Some(5),
+        max_replicas: Some(2),
+        ..ScalerSpec::default()
+    };
+    assert_eq!(
+        inverted.clamp(9),
+        2,
+        "inverted bounds: the upper bound wins"
+    );
+}
+
+#[test]
+fn rust_only_checks_name_the_field() {
+    let cases = [
+        (
+            json!({"stageTimeouts": {"scaling": "0s"}}),
+            "spec.stageTimeouts.scaling",
+        ),
+        (
+            json!({"hooks": {"plugin": {"configMap": "c"}, "callTimeout": "0s"}}),
+            "spec.hooks.callTimeout",
+        ),
+        (
+            json!({"hooks": {"plugin": {"configMap": ""}}}),
+            "spec.hooks.plugin.configMap",
+        ),
+        (
+            json!({"retryPolicy": {"maxAttempts": 0}}),
+            "spec.retryPolicy.maxAttempts",
+        ),
+        (
+            json!({"maxReplicas": 5, "autoscaling": {"keda": {"triggers": []}}}),
+            "spec.autoscaling.keda.triggers",
+        ),
+    ];
+    for (patch, field) in cases {
+        let parsed = parse_scaler_value(scaler(with(base_spec(), patch.clone()))).unwrap();
+        let violations = parsed.spec.validate();
+        assert_eq!(
+            violations
+                .iter()
+                .map(|v| v.field.as_str())
+                .collect::<Vec<_>>(),
+            [field],
+            "{patch}"
+        );
+        assert!(violations[0].to_string().starts_with(field));
+    }
+}
+
+#[test]
+fn deserialisation_errors_name_the_field_path() {
+    let cases = [
+        (
+            json!({"autoscaling": {"hpa": {"metrics": [{"type": ["Resource"]}]}}}),
+            "spec.autoscaling.hpa.metrics[0].type",
+        ),
+        (json!({"autoscaling": "hpa"}), "spec.autoscaling"),
+        (
+            json!({"autoscaling": {"builtin": {"algorithm": "magic", "metrics": []}}}),
+            "spec.autoscaling.builtin.algorithm",
+        ),
+        (
+            json!({"stageTimeouts": {"preScaling": "5 minutes"}}),
+            "spec.stageTimeouts.preScaling",
+        ),
+        (
+            json!({"hooks": {"plugin": {"configMap": "c"}, "failurePolicy": "Sometimes"}}),
+            "spec.hooks.failurePolicy",
+        ),
+        (json!({"replicas": "three"}), "spec.replicas"),
+    ];
+    for (patch, path) in cases {
+        let text = scaler(with(base_spec(), patch.clone())).to_string();
+        let err = parse_scaler_json(&text).unwrap_err();
+        assert!(
+            matches!(&err, ApiError::ParseJson { path: p, .. } if p.starts_with(path)),
+            "{patch}: {err}"
+        );
+        assert!(err.to_string().contains(path), "{err}");
+    }
+    let yaml = "apiVersion: hoist.dev/v1alpha1\nkind: Scaler\nmetadata: {name: a}\nspec:\n  targetRef: {apiVersion: apps/v1, kind: Deployment, name: a}\n  stageTimeouts: {scaling: 10x}\n";
+    let err = parse_scaler_yaml(yaml).unwrap_err();
+    assert!(
+        err.to_string().contains("spec.stageTimeouts.scaling"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("\"10x\""), "{err}");
+}
+
+#[test]
+fn status_round_trips_and_stage_is_flat() {
+    let status = ScalerStatus {
+        replicas: Some(3),
+        selector: Some("app=web".into()),
+        stage: Stage::PreScaling,
+        operation: Some(Operation {
+            id: "1700000000-3-5".into(),
+            from: 3,
+            to: 5,
+            started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+            ),
+            stage_started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::from_second(1_700_000_001).unwrap(),
+            ),
+            plugin_digest: Some("d".repeat(64)),
+            hook_state: Some("{\"step\":2}".into()),
+            hook_message: None,
+            attempt: 1,
+        }),
+        pending_replicas: Some(7),
+        ..ScalerStatus::default()
+    };
+    let value = serde_json::to_value(&status).unwrap();
+    assert_eq!(
+        value["stage"], "PreScaling",
+        "stage is a flat string, not nested"
+    );
+    assert_eq!(value["operation"]["startedAt"], "2023-11-14T22:13:20Z");
+    let back: ScalerStatus = serde_json::from_value(value).unwrap();
+    assert_eq!(back, status);
+}
+
+#[test]
+fn crd_yaml_is_one_document_per_crd() {
+    let yaml = crd_yaml().unwrap();
+    assert!(
+        yaml.starts_with(
+            "---\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
+        )
+    );
+    assert_eq!(yaml.matches("\n---\n").count() + 1, crds().len());
+}
+
+#[test]
+fn committed_crd_matches_the_types() {
+    // The same check as crds/check, as a test, so `cargo test` alone catches drift.
+    // HOIST_UPDATE_CRDS=1 rewrites the file instead (when the hoist binary cannot be built).
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../crds/scaler.yaml");
+    let generated = crd_yaml().unwrap();
+    if std::env::var_os("HOIST_UPDATE_CRDS").is_some() {
+        std::fs::write(path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap();
+    assert!(
+        committed == generated,
+        "crds/scaler.yaml is stale: run `cargo run -q -p hoist-operator --bin hoist -- crds > crds/scaler.yaml`"
+    );
+}

@@ -1,0 +1,220 @@
+//! Semantic validation of a [`ScalerSpec`], the Rust twin of the CRD's CEL rules.
+//!
+//! The API server enforces the CEL rules at admission; this check runs in the operator too,
+//! because objects admitted before a CRD upgrade (or under a CRD installed without rules) still
+//! reach it, and because a few checks (zero deadlines) have no CEL rule. Each violation names
+//! the field with its path from the object root, so the ValidSpec condition says where to look.
+
+use crate::autoscaling::AutoscalingMode;
+use crate::duration::Duration;
+use crate::scaler::ScalerSpec;
+
+/// One problem with a spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecViolation {
+    /// Path of the offending field, e.g. `spec.hooks.plugin.sha256`.
+    pub field: String,
+    /// What is wrong, in words a user understands.
+    pub message: String,
+}
+
+impl std::fmt::Display for SpecViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl ScalerSpec {
+    /// All violations of the spec's rules; empty when the spec is valid.
+    pub fn validate(&self) -> Vec<SpecViolation> {
+        let mut out = Vec::new();
+        let mut bad = |field: &str, message: String| {
+            out.push(SpecViolation {
+                field: field.to_owned(),
+                message,
+            });
+        };
+        for (field, value) in [
+            ("spec.targetRef.apiVersion", &self.target_ref.api_version),
+            ("spec.targetRef.kind", &self.target_ref.kind),
+            ("spec.targetRef.name", &self.target_ref.name),
+        ] {
+            if value.is_empty() {
+                bad(field, "must not be empty".into());
+            }
+        }
+        for (field, value) in [
+            ("spec.replicas", self.replicas),
+            ("spec.minReplicas", self.min_replicas),
+        ] {
+            if value.is_some_and(|v| v < 0) {
+                bad(field, "must not be negative".into());
+            }
+        }
+        if let Some(max) = self.max_replicas {
+            if max < 1 {
+                bad("spec.maxReplicas", "must be at least 1".into());
+            }
+            if self.effective_min_replicas() > max {
+                bad(
+                    "spec.minReplicas",
+                    format!(
+                        "must be less than or equal to maxReplicas ({} > {max})",
+                        self.effective_min_replicas()
+                    ),
+                );
+            }
+        }
+        self.validate_autoscaling(&mut bad);
+        self.validate_hooks_and_timeouts(&mut bad);
+        out
+    }
+
+    fn validate_autoscaling(&self, bad: &mut impl FnMut(&str, String)) {
+        if let Some(autoscaling) = &self.autoscaling {
+            match autoscaling.modes().as_slice() {
+                [mode] => {
+                    let needs_max = matches!(
+                        mode,
+                        AutoscalingMode::Hpa(_)
+                            | AutoscalingMode::Keda(_)
+                            | AutoscalingMode::Builtin(_)
+                    );
+                    if needs_max && self.max_replicas.is_none() {
+                        bad(
+                            "spec.maxReplicas",
+                            format!("is required when autoscaling is {}", mode.name()),
+                        );
+                    }
+                    if let AutoscalingMode::Keda(keda) = mode {
+                        if keda.triggers.is_empty() {
+                            bad(
+                                "spec.autoscaling.keda.triggers",
+                                "needs at least one trigger".into(),
+                            );
+                        }
+                        if keda.idle_replica_count.is_some_and(|n| n != 0) {
+                            bad(
+                                "spec.autoscaling.keda.idleReplicaCount",
+                                "KEDA only supports 0".into(),
+                            );
+                        }
+                    }
+                    if let AutoscalingMode::Builtin(builtin) = mode {
+                        if builtin.metrics.is_empty() {
+                            bad(
+                                "spec.autoscaling.builtin.metrics",
+                                "needs at least one metric".into(),
+                            );
+                        }
+                        for (i, metric) in builtin.metrics.iter().enumerate() {
+                            if usize::from(metric.prometheus.is_some())
+                                + usize::from(metric.pods.is_some())
+                                != 1
+                            {
+                                bad(
+                                    &format!("spec.autoscaling.builtin.metrics[{i}]"),
+                                    "must set exactly one of prometheus or pods".into(),
+                                );
+                            }
+                        }
+                        let algorithm = builtin.algorithm;
+                        for (name, set, wanted) in [
+                            (
+                                "kpa",
+                                builtin.kpa.is_some(),
+                                crate::autoscaling::Algorithm::Kpa,
+                            ),
+                            (
+                                "apa",
+                                builtin.apa.is_some(),
+                                crate::autoscaling::Algorithm::Apa,
+                            ),
+                            (
+                                "hpa",
+                                builtin.hpa.is_some(),
+                                crate::autoscaling::Algorithm::Hpa,
+                            ),
+                        ] {
+                            if set && algorithm != wanted {
+                                bad(
+                                    &format!("spec.autoscaling.builtin.{name}"),
+                                    format!(
+                                        "tunes the {name} algorithm, but algorithm is {algorithm:?}"
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                }
+                [] => bad(
+                    "spec.autoscaling",
+                    "must set exactly one of fixed, hpa, keda, builtin or external (none is set)"
+                        .into(),
+                ),
+                several => {
+                    let names: Vec<&str> = several.iter().map(|m| m.name()).collect();
+                    bad(
+                        "spec.autoscaling",
+                        format!(
+                            "must set exactly one of fixed, hpa, keda, builtin or external ({} are set)",
+                            names.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn validate_hooks_and_timeouts(&self, bad: &mut impl FnMut(&str, String)) {
+        if let Some(hooks) = &self.hooks {
+            if hooks.plugin.config_map.is_empty() {
+                bad("spec.hooks.plugin.configMap", "must not be empty".into());
+            }
+            if let Some(pin) = &hooks.plugin.sha256
+                && !(pin.len() == 64
+                    && pin
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            {
+                bad(
+                    "spec.hooks.plugin.sha256",
+                    "must be 64 lowercase hexadecimal characters (the output of sha256sum)".into(),
+                );
+            }
+            if hooks.call_timeout.is_some_and(Duration::is_zero) {
+                bad("spec.hooks.callTimeout", "must be longer than 0s".into());
+            }
+            if let Some(config) = &hooks.config
+                && !config.is_object()
+            {
+                bad("spec.hooks.config", "must be a JSON object".into());
+            }
+        }
+        if let Some(timeouts) = &self.stage_timeouts {
+            for (field, value) in [
+                ("spec.stageTimeouts.preScaling", timeouts.pre_scaling),
+                ("spec.stageTimeouts.scaling", timeouts.scaling),
+                ("spec.stageTimeouts.postScaling", timeouts.post_scaling),
+            ] {
+                if value.is_some_and(Duration::is_zero) {
+                    bad(field, "must be longer than 0s".into());
+                }
+            }
+        }
+        if let Some(retry) = &self.retry_policy {
+            if retry.max_attempts == 0 {
+                bad("spec.retryPolicy.maxAttempts", "must be at least 1".into());
+            }
+            if let Some(backoff) = &retry.backoff
+                && let (Some(initial), Some(max)) = (backoff.initial, backoff.max)
+                && initial > max
+            {
+                bad(
+                    "spec.retryPolicy.backoff.initial",
+                    format!("must not exceed retryPolicy.backoff.max ({initial} > {max})"),
+                );
+            }
+        }
+    }
+}
