@@ -1,0 +1,223 @@
+//! What [`crate::decide`] reads ([`Observation`]) and what it returns ([`Plan`]).
+#![allow(clippy::doc_markdown)] // Kubernetes kinds and stage names are words in these docs.
+
+use std::time::Duration;
+
+use hoist_api::{Scaler, ScalerStatus, Stage};
+
+/// A snapshot of everything the state machine depends on. Nothing else is read: the same
+/// observation always gives the same plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    /// The Scaler as read from the API server: spec, status, `metadata.generation` and
+    /// annotations (`hoist.dev/retry`).
+    pub scaler: Scaler,
+    /// The target's /scale (and readiness), or why it could not be read.
+    pub target: TargetObservation,
+    /// The plugin named by `spec.hooks`, as the sandbox currently has it.
+    pub plugin: PluginAvailability,
+    /// The outcome of the hook the previous plan for this same observation asked for (phase 2
+    /// of the protocol); `None` in phase 1.
+    pub hook_result: Option<HookResult>,
+    /// The current time.
+    pub now: jiff::Timestamp,
+}
+
+/// The target as observed through its /scale subresource and status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetObservation {
+    /// The target was read.
+    Found(TargetScale),
+    /// The target does not exist, has no /scale, or could not be read; `reason` says which.
+    Unavailable {
+        /// Human-readable reason, used in conditions and events.
+        reason: String,
+    },
+}
+
+/// The target's replica counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetScale {
+    /// `spec.replicas` from its /scale.
+    pub spec_replicas: i32,
+    /// `status.replicas` from its /scale.
+    pub status_replicas: i32,
+    /// Ready replicas where the kind reports them (`status.readyReplicas` of Deployments,
+    /// StatefulSets, ReplicaSets); `None` when unknown (then `status_replicas` counts).
+    pub ready_replicas: Option<i32>,
+    /// Whether the target's controller has observed its latest spec
+    /// (`status.observedGeneration >= metadata.generation`; true for kinds that do not report it).
+    pub observed_generation_current: bool,
+    /// The /scale `status.selector` (label selector of its pods, as a string).
+    pub selector: Option<String>,
+}
+
+/// The state of the plugin `spec.hooks.plugin` names, as the sandbox has it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PluginAvailability {
+    /// `spec.hooks` is absent.
+    NotConfigured,
+    /// Loaded and verified; `digest` is its sha256 (hex).
+    Ready {
+        /// sha256 of the component, lowercase hex.
+        digest: String,
+    },
+    /// Being fetched, compiled or verified.
+    Loading,
+    /// Missing, corrupt, the wrong world, or not matching the sha256 pin.
+    Invalid {
+        /// Why, for the HooksReady condition.
+        reason: String,
+    },
+}
+
+/// The outcome of one hook call, as the operator reports it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookResult {
+    /// The hook finished its work.
+    Done {
+        /// What the plugin reported.
+        message: Option<String>,
+    },
+    /// The hook needs to be called again later.
+    InProgress {
+        /// Opaque state the plugin wants back on its next call.
+        state: String,
+        /// When to call again (clamped to at least one second and to the stage deadline).
+        retry_after: Duration,
+        /// What the plugin reported.
+        message: Option<String>,
+    },
+    /// The hook returned an error, trapped, ran out of time or memory, or could not be run
+    /// (e.g. the operation's plugin digest is no longer loaded).
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Which export of the plugin to call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// `pre-scale`, before the target is written.
+    PreScale,
+    /// `post-scale`, after the target runs the new count.
+    PostScale,
+    /// `on-failure`, after an operation went to Failed (best effort).
+    OnFailure,
+    /// `validate-config`, before any operation uses a plugin/configuration pair.
+    ValidateConfig,
+}
+
+/// Whether an operation adds or removes replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// `to > from`.
+    Up,
+    /// `to < from`.
+    Down,
+}
+
+impl Direction {
+    /// The direction of a change from `from` to `to` (`Up` when equal, as Stackable does).
+    pub fn of(from: i32, to: i32) -> Self {
+        if to >= from { Self::Up } else { Self::Down }
+    }
+}
+
+/// A hook the operator must call before acting (phase 1 of the protocol).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookCall {
+    /// Which export.
+    pub hook: Hook,
+    /// The plugin to call: for an operation in flight, the digest it started with (not
+    /// necessarily the ConfigMap's current one).
+    pub plugin_digest: String,
+    /// Deadline of this call: `spec.hooks.callTimeout`, never past the stage deadline.
+    pub timeout: Duration,
+    /// The operation the hook is about; `None` for `ValidateConfig`.
+    pub operation: Option<HookOperation>,
+    /// For `OnFailure`: what failed.
+    pub failure: Option<HookFailure>,
+}
+
+/// The operation context handed to a hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookOperation {
+    /// `status.operation.id`.
+    pub id: String,
+    /// The target's count when the operation started.
+    pub from: i32,
+    /// The frozen target count.
+    pub to: i32,
+    /// Up or down.
+    pub direction: Direction,
+    /// Attempt number (1 first; retries of a failed operation increase it).
+    pub attempt: u32,
+    /// State the plugin saved in its previous call of this stage.
+    pub saved_state: Option<String>,
+    /// Time already spent in the current stage.
+    pub elapsed_in_stage: Duration,
+}
+
+/// What failed, for `on-failure`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookFailure {
+    /// The stage that failed.
+    pub stage: Stage,
+    /// Machine-readable reason.
+    pub reason: String,
+    /// Details.
+    pub message: String,
+}
+
+/// Kubernetes event type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// Informational.
+    Normal,
+    /// Something needs attention.
+    Warning,
+}
+
+/// An event to publish on the Scaler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Normal or Warning.
+    pub kind: EventKind,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// What to do. Either a hook request and nothing else (phase 1), or writes (phase 2, or a step
+/// that needs no hook). The operator applies writes in field order: `scale_target`, `status`,
+/// `remove_retry_annotation`, `events`, then requeues.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// The complete new status, when it differs from the observed one (write it to /status,
+    /// with the observed resourceVersion so a concurrent change causes a conflict and a retry).
+    pub status: Option<ScalerStatus>,
+    /// Call this hook, then call `decide` again with its result and the same observation.
+    pub hook: Option<HookCall>,
+    /// Write this count to the target's /scale. Always the operation's frozen `to`.
+    pub scale_target: Option<i32>,
+    /// Remove the `hoist.dev/retry` annotation from the Scaler.
+    pub remove_retry_annotation: bool,
+    /// Events to publish.
+    pub events: Vec<Event>,
+    /// Reconcile again after this long (in addition to watch events); `None`: wait for a
+    /// change.
+    pub requeue_after: Option<Duration>,
+}
+
+impl Plan {
+    /// Whether the plan writes anything to the cluster (status, /scale, annotation, events).
+    pub fn has_writes(&self) -> bool {
+        self.status.is_some()
+            || self.scale_target.is_some()
+            || self.remove_retry_annotation
+            || !self.events.is_empty()
+    }
+}
