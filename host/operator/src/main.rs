@@ -7,6 +7,7 @@
 
 mod cli;
 mod error;
+mod plugin_configmap;
 
 use std::process::ExitCode;
 

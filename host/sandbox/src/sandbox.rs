@@ -263,9 +263,11 @@ impl Sandbox {
             }
             if version == WIT_VERSION {
                 let funcs = match item.ty {
-                    ComponentItem::ComponentInstance(inst) => {
-                        inst.exports(engine).map(|(n, _)| n.to_string()).collect()
-                    }
+                    ComponentItem::ComponentInstance(inst) => inst
+                        .exports(engine)
+                        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentFunc(_)))
+                        .map(|(n, _)| n.to_string())
+                        .collect(),
                     _ => Vec::new(),
                 };
                 ours = Some((version.to_string(), funcs));

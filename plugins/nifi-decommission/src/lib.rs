@@ -204,6 +204,38 @@ fn rank(status: &str) -> Option<u8> {
     }
 }
 
+/// Leaving pods → their node (by address, or by the id remembered from an earlier call),
+/// remembering each match in the state.
+fn match_leaving<'a>(
+    pods: &'a [Pod],
+    nodes: &'a [Node],
+    state: &mut State,
+) -> Vec<(&'a Pod, &'a Node)> {
+    let mut leaving = Vec::new();
+    for pod in pods {
+        let found = nodes.iter().find(|n| matches(n, pod)).or_else(|| {
+            state
+                .nodes
+                .get(&pod.name)
+                .and_then(|id| nodes.iter().find(|n| &n.node_id == id))
+        });
+        match found {
+            Some(node) => {
+                state.nodes.insert(pod.name.clone(), node.node_id.clone());
+                leaving.push((pod, node));
+            }
+            None if state.nodes.contains_key(&pod.name) => {
+                log::debug(&format!("node of {} is already deleted", pod.name));
+            }
+            None => log::warn(&format!(
+                "no NiFi node matches leaving pod {} (ip {:?}); it is not in the cluster",
+                pod.name, pod.ip
+            )),
+        }
+    }
+    leaving
+}
+
 struct NifiDecommission;
 
 fn via_pod(ctx: &ScaleContext) -> Result<&Pod, HookError> {
@@ -243,29 +275,7 @@ impl Hook for NifiDecommission {
         let nifi = Nifi::connect(&config, via_pod(ctx)?)?;
         let nodes = nifi.nodes()?;
 
-        // Leaving pods → their node (by address, or by the id remembered from an earlier call).
-        let mut leaving: Vec<(&Pod, &Node)> = Vec::new();
-        for pod in &ctx.pods_removed {
-            let found = nodes.iter().find(|n| matches(n, pod)).or_else(|| {
-                state
-                    .nodes
-                    .get(&pod.name)
-                    .and_then(|id| nodes.iter().find(|n| &n.node_id == id))
-            });
-            match found {
-                Some(node) => {
-                    state.nodes.insert(pod.name.clone(), node.node_id.clone());
-                    leaving.push((pod, node));
-                }
-                None if state.nodes.contains_key(&pod.name) => {
-                    log::debug(&format!("node of {} is already deleted", pod.name));
-                }
-                None => log::warn(&format!(
-                    "no NiFi node matches leaving pod {} (ip {:?}); it is not in the cluster",
-                    pod.name, pod.ip
-                )),
-            }
-        }
+        let leaving = match_leaving(&ctx.pods_removed, &nodes, &mut state);
         if leaving.is_empty() {
             return Ok(Outcome::Done(format!(
                 "{} node(s) decommissioned",
