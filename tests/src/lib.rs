@@ -10,6 +10,7 @@
 //! skipped test.
 #![forbid(unsafe_code)]
 
+pub mod trino;
 pub mod wait;
 
 use std::path::{Path, PathBuf};
@@ -48,7 +49,10 @@ impl Cluster {
     ///
     /// # Panics
     /// When the cluster cannot be started: the test must fail, not skip.
-    #[allow(clippy::panic, reason = "test kit: a cluster that cannot start fails the test")]
+    #[allow(
+        clippy::panic,
+        reason = "test kit: a cluster that cannot start fails the test"
+    )]
     pub fn shared() -> &'static Cluster {
         let shared = SHARED.get_or_init(|| Self::start_or_reuse().map_err(|e| format!("{e:#}")));
         match shared {
@@ -61,7 +65,10 @@ impl Cluster {
         if let Ok(dir) = std::env::var(CLUSTER_DIR_ENV) {
             let dir = PathBuf::from(dir);
             if !dir.join("kubeconfig").is_file() {
-                bail!("{CLUSTER_DIR_ENV}={} has no kubeconfig; start it with tests/cluster/up", dir.display());
+                bail!(
+                    "{CLUSTER_DIR_ENV}={} has no kubeconfig; start it with tests/cluster/up",
+                    dir.display()
+                );
             }
             return Ok(Cluster { dir, owned: false });
         }
@@ -110,7 +117,8 @@ impl Cluster {
 
     /// A client config with admin credentials.
     pub async fn config(&self) -> Result<Config> {
-        let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).context("reading the test kubeconfig")?;
+        let kubeconfig =
+            Kubeconfig::read_from(self.kubeconfig()).context("reading the test kubeconfig")?;
         Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
             .context("building a client config from the test kubeconfig")
@@ -128,18 +136,26 @@ impl Cluster {
         let seq = NAMESPACE_SEQ.fetch_add(1, Ordering::Relaxed);
         let name = format!("{prefix}-{}-{seq}", std::process::id());
         let ns = Namespace {
-            metadata: ObjectMeta { name: Some(name.clone()), ..ObjectMeta::default() },
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..ObjectMeta::default()
+            },
             ..Namespace::default()
         };
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &ns)
             .await
             .with_context(|| format!("creating namespace {name}"))?;
-        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &name);
-        wait::until(std::time::Duration::from_secs(60), "the default ServiceAccount", || {
-            let sa = sa.clone();
-            async move { Ok(sa.get_opt("default").await?.is_some()) }
-        })
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        wait::until(
+            std::time::Duration::from_mins(1),
+            "the default ServiceAccount",
+            || {
+                let sa = sa.clone();
+                async move { Ok(sa.get_opt("default").await?.is_some()) }
+            },
+        )
         .await?;
         Ok(TestNamespace { name, client })
     }
@@ -156,7 +172,9 @@ pub struct TestNamespace {
 
 impl std::fmt::Debug for TestNamespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestNamespace").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("TestNamespace")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,13 +1,85 @@
-//! The operator crate's error type: one variant per operation that can fail.
+//! The operator crate's error type: one variant per operation that can fail, each naming
+//! the object it was about.
+
+use std::net::SocketAddr;
 
 /// Errors of the hoist operator and its subcommands.
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
-    /// Serialising a generated document failed.
-    #[error("rendering {what}: {source}")]
-    Render {
-        what: &'static str,
+    /// Building a Kubernetes client from the environment failed.
+    #[error("connecting to Kubernetes: {0}")]
+    Connect(#[source] kube::Error),
+    /// The Scaler CRD is not installed (or not readable with our credentials).
+    #[error(
+        "the Scaler CRD (scalers.hoist.dev) is not served by this cluster: {reason}. Install it with `hoist crds | kubectl apply -f -` or the Helm chart"
+    )]
+    CrdMissing { reason: String },
+    /// Discovery could not resolve a target's apiVersion/kind.
+    #[error("resolving target kind {target}: {source}")]
+    DiscoverTarget {
+        target: String,
         #[source]
-        source: serde_yaml::Error,
+        source: kube::Error,
     },
+    /// The target kind cannot be driven by a Scaler.
+    #[error("target {target} cannot be scaled: {reason}")]
+    TargetNotScalable { target: String, reason: String },
+    /// Reading a target or its /scale failed.
+    #[error("reading target {target}: {source}")]
+    ReadTarget {
+        target: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing a target's /scale failed.
+    #[error("writing replicas of {target} through /scale: {source}")]
+    WriteScale {
+        target: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Listing a target's pods failed.
+    #[error("listing pods in {namespace}: {source}")]
+    ListPods {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Annotating a pod for removal failed.
+    #[error("marking pod {pod} for removal: {source}")]
+    MarkPod {
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing a Scaler's status failed.
+    #[error("writing status of Scaler {scaler}: {source}")]
+    WriteStatus {
+        scaler: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Updating a Scaler's metadata (the retry annotation) failed.
+    #[error("updating Scaler {scaler}: {source}")]
+    PatchScaler {
+        scaler: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Leader election failed.
+    #[error("leader election: {0}")]
+    LeaderElection(#[source] kube_lease_manager::LeaseManagerError),
+    /// Another replica took the leader lease.
+    #[error("lost the leader lease to another replica")]
+    LeaderLost,
+    /// Binding or serving the health/metrics endpoint failed.
+    #[error("serving health and metrics on {addr}: {source}")]
+    Serve {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sandbox could not be created.
+    #[error("starting the plugin sandbox: {0}")]
+    Sandbox(#[source] hoist_sandbox::SandboxError),
 }

@@ -1,20 +1,33 @@
 //! `hoist`: one binary for the operator and its tools.
 //!
 //! - `hoist run`: the operator (controllers for Scalers).
-//! - `hoist crds`: print the CustomResourceDefinitions as YAML.
+//! - `hoist crds`: print the `CustomResourceDefinitions` as YAML.
 //! - `hoist plugin check|run|pack`: verify, run locally, and package hook plugins.
 #![forbid(unsafe_code)]
 
+mod act;
 mod cli;
+mod controller;
 mod error;
+mod hook_call;
+mod http_server;
+mod leader;
+mod metrics;
+mod observe;
 mod plugin_configmap;
+mod plugins;
+mod target;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "hoist", version, about = "A safe, programmable gate between desired and actual replicas")]
+#[command(
+    name = "hoist",
+    version,
+    about = "A safe, programmable gate between desired and actual replicas"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,6 +35,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the operator (controllers for Scalers).
+    Run(cli::run::Args),
     /// Print the CustomResourceDefinitions hoist serves, as YAML.
     Crds(cli::crds::Args),
     /// Work with hook plugins: check, run locally, pack into a ConfigMap.
@@ -32,6 +47,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => cli::run::run(&args),
         Command::Crds(args) => cli::crds::run(&args),
         Command::Plugin(cmd) => cli::plugin::run(cmd),
     };

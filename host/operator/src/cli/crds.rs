@@ -1,4 +1,4 @@
-//! `hoist crds`: print the CustomResourceDefinitions hoist serves, as one YAML stream.
+//! `hoist crds`: print the `CustomResourceDefinitions` hoist serves, as one YAML stream.
 //!
 //! The output is byte for byte what `crds/` holds (`crds/check` compares the two).
 

@@ -1,0 +1,244 @@
+//! `hoist run`: the operator process. Checks the CRD is installed, serves /healthz, /readyz
+//! and /metrics, competes for the leader lease, and runs the Scaler controller while it
+//! leads. SIGTERM/SIGINT shut down gracefully (in-flight reconciles finish, the lease is
+//! released); losing the lease exits non-zero so the pod restarts as a standby.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use hoist_api::Scaler;
+use hoist_sandbox::{Sandbox, SandboxConfig};
+use kube::api::ListParams;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client};
+
+use crate::act::Actor;
+use crate::controller::{self, Context, Parts};
+use crate::error::OperatorError;
+use crate::hook_call::HookEnv;
+use crate::http_server::{self, Health};
+use crate::leader;
+use crate::metrics::Metrics;
+use crate::target::Targets;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Arguments of `hoist run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address of the /healthz, /readyz and /metrics endpoint.
+    #[arg(long, env = "HOIST_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Directory for precompiled plugins (kept across restarts when it is on a volume).
+    #[arg(long, env = "HOIST_PLUGIN_CACHE_DIR")]
+    pub plugin_cache_dir: Option<PathBuf>,
+    /// Largest linear memory of one plugin call, in MiB.
+    #[arg(long, env = "HOIST_PLUGIN_MEMORY_MIB", default_value_t = 128)]
+    pub plugin_memory_mib: u64,
+    /// Compete for a Lease and act only while holding it.
+    #[arg(long, env = "HOIST_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "HOIST_LEASE_NAME", default_value = "hoist-operator")]
+    pub lease_name: String,
+    /// This replica's identity (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Scalers reconciled at once.
+    #[arg(long, env = "HOIST_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: u16,
+    /// Log format.
+    #[arg(long, env = "HOIST_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube=warn,kube_lease_manager=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "hoist".into());
+    format!("{host}-{}", std::process::id())
+}
+
+fn default_cache_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map_or_else(
+            || PathBuf::from("/var/cache/hoist"),
+            |h| PathBuf::from(h).join(".cache/hoist"),
+        )
+        .join("plugins")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+async fn check_crd(client: &Client) -> Result<(), OperatorError> {
+    match Api::<Scaler>::all(client.clone())
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            Err(OperatorError::CrdMissing { reason: s.message })
+        }
+        Err(e) => Err(OperatorError::CrdMissing {
+            reason: e.to_string(),
+        }),
+    }
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(operate(args)).map_err(anyhow::Error::from)
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "start-up reads top to bottom: client, CRD, endpoints, sandbox, lease, controller, shutdown"
+)]
+async fn operate(args: &Args) -> Result<(), OperatorError> {
+    let client = Client::try_default()
+        .await
+        .map_err(OperatorError::Connect)?;
+    check_crd(&client).await?;
+
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let (bound, serve) =
+        http_server::bind(args.metrics_addr, health.clone(), metrics.clone()).await?;
+    tracing::info!(addr = %bound, "serving /healthz /readyz /metrics");
+    let server = tokio::spawn(serve);
+
+    let cache_dir = args
+        .plugin_cache_dir
+        .clone()
+        .unwrap_or_else(default_cache_dir);
+    let sandbox = Sandbox::new(SandboxConfig {
+        cache_dir: Some(cache_dir),
+        memory_limit_bytes: args.plugin_memory_mib.saturating_mul(1024 * 1024),
+        ..SandboxConfig::default()
+    })
+    .map_err(OperatorError::Sandbox)?;
+
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let mut leadership = if args.leader_elect {
+        let mut l = leader::compete(
+            client.clone(),
+            &args.lease_namespace,
+            &args.lease_name,
+            &identity,
+        )
+        .await?;
+        health.set_ready(true);
+        tracing::info!(%identity, lease = %format!("{}/{}", args.lease_namespace, args.lease_name), "waiting for the leader lease");
+        tokio::select! {
+            acquired = l.acquired() => if !acquired { return Ok(()) },
+            () = shutdown_signal() => { l.release().await; return Ok(()); }
+        }
+        tracing::info!(%identity, "leading");
+        Some(l)
+    } else {
+        None
+    };
+    metrics.leader.set(1);
+    health.set_ready(true);
+
+    let (cm_store, cm_writer) = controller::plugin_store();
+    let (plugins, loads) = controller::plugin_registry(sandbox.clone(), cm_store, metrics.clone());
+    let targets = Targets::new(client.clone());
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "hoist".into(),
+            instance: Some(identity.clone()),
+        },
+    );
+    let context = Arc::new(Context {
+        hooks: HookEnv {
+            runner: Arc::new(sandbox),
+            plugins,
+            targets: targets.clone(),
+            metrics: metrics.clone(),
+        },
+        actor: Actor {
+            client: client.clone(),
+            targets,
+            recorder: recorder.clone(),
+            metrics: metrics.clone(),
+        },
+        metrics: metrics.clone(),
+    });
+    let parts = Parts {
+        client,
+        context,
+        configmaps: cm_writer,
+        loads,
+        recorder,
+        concurrency: args.concurrency.max(1),
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(controller::run(parts, async move {
+        let _ = stop_rx.await;
+    }));
+    let lost = async {
+        match leadership.as_mut() {
+            Some(l) => l.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    let lost_leadership = tokio::select! {
+        () = shutdown_signal() => { tracing::info!("shutting down"); false }
+        () = lost => { tracing::error!("lost the leader lease; stopping"); true }
+    };
+    let _ = stop_tx.send(());
+    let _ = controller.await;
+    metrics.leader.set(0);
+    if let Some(l) = leadership {
+        l.release().await;
+    }
+    server.abort();
+    if lost_leadership {
+        return Err(OperatorError::LeaderLost);
+    }
+    Ok(())
+}

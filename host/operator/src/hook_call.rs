@@ -1,0 +1,486 @@
+//! Runs the hook a plan asks for: builds the hook context from the cluster (which pods leave,
+//! which come, all current pods), calls the plugin through the sandbox's [`HookRunner`], and
+//! reports the result back to the state machine as a [`HookResult`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hoist_api::{Hooks, Scaler, Stage};
+use hoist_decide::{Direction, Hook, HookCall, HookResult};
+use hoist_sandbox::{
+    AllowList, CallIdentity, CallOptions, FailedStage, FailureInfo, HookContext, HookName,
+    HookOutcome, HookRunner, PodInfo,
+};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+
+use crate::metrics::{HookLabels, HookLatencyLabels, Metrics};
+use crate::plugins::PluginRegistry;
+use crate::target::{TargetRef, Targets};
+
+/// Annotation on the pods a Deployment/ReplicaSet scale-down chose to remove: the id of the
+/// operation that chose them, so every call of the operation hands the hook the same pods.
+pub const LEAVING_ANNOTATION: &str = "hoist.dev/leaving";
+
+/// Everything a hook call needs besides the plan.
+#[derive(Clone)]
+pub struct HookEnv {
+    pub runner: Arc<dyn HookRunner>,
+    pub plugins: PluginRegistry,
+    pub targets: Targets,
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for HookEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookEnv").finish_non_exhaustive()
+    }
+}
+
+fn hook_name(hook: Hook) -> HookName {
+    match hook {
+        Hook::PreScale => HookName::PreScale,
+        Hook::PostScale => HookName::PostScale,
+        Hook::OnFailure => HookName::OnFailure,
+        Hook::ValidateConfig => HookName::ValidateConfig,
+    }
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The ordinal of a StatefulSet pod (`<name>-<ordinal>`).
+pub fn ordinal_of(set_name: &str, pod_name: &str) -> Option<u32> {
+    pod_name
+        .strip_prefix(set_name)?
+        .strip_prefix('-')?
+        .parse()
+        .ok()
+}
+
+fn pod_info(pod: &Pod, ordinal: Option<u32>) -> PodInfo {
+    PodInfo {
+        name: pod.name_any(),
+        ordinal,
+        ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
+        ready: is_ready(pod),
+    }
+}
+
+/// Ranks Deployment/ReplicaSet pods the way a scale-down should take them: pods already chosen
+/// by this operation, then not-ready ones, then the newest; names break ties. Pure.
+pub fn choose_leaving(pods: &[Pod], count: usize, operation_id: &str) -> Vec<String> {
+    let mut ranked: Vec<&Pod> = pods.iter().collect();
+    ranked.sort_by(|a, b| {
+        let chosen = |p: &Pod| {
+            p.annotations()
+                .get(LEAVING_ANNOTATION)
+                .is_some_and(|v| v == operation_id)
+        };
+        chosen(b)
+            .cmp(&chosen(a))
+            .then_with(|| is_ready(a).cmp(&is_ready(b)))
+            .then_with(|| b.creation_timestamp().cmp(&a.creation_timestamp()))
+            .then_with(|| a.name_any().cmp(&b.name_any()))
+    });
+    ranked
+        .into_iter()
+        .take(count)
+        .map(ResourceExt::name_any)
+        .collect()
+}
+
+/// Pods leaving and arriving for an operation `from → to` on `target`. Pure.
+pub fn plan_pods(
+    target: &TargetRef,
+    pods: &[Pod],
+    from: i32,
+    to: i32,
+    operation_id: &str,
+) -> (Vec<PodInfo>, Vec<PodInfo>, Vec<PodInfo>) {
+    let sts = target.is_stateful_set();
+    let ordinal = |p: &Pod| {
+        if sts {
+            ordinal_of(&target.name, &p.name_any())
+        } else {
+            None
+        }
+    };
+    let mut all: Vec<PodInfo> = pods.iter().map(|p| pod_info(p, ordinal(p))).collect();
+    all.sort_by(|a, b| a.ordinal.cmp(&b.ordinal).then_with(|| a.name.cmp(&b.name)));
+    let by_name: BTreeMap<String, &PodInfo> = all.iter().map(|p| (p.name.clone(), p)).collect();
+    let (lo, hi) = (from.min(to).max(0), from.max(to).max(0));
+    let (mut removed, mut added) = (Vec::new(), Vec::new());
+    if sts {
+        for ordinal in lo.unsigned_abs()..hi.unsigned_abs() {
+            let name = format!("{}-{ordinal}", target.name);
+            let info = by_name.get(&name).map_or_else(
+                || PodInfo {
+                    name: name.clone(),
+                    ordinal: Some(ordinal),
+                    ip: None,
+                    ready: false,
+                },
+                |p| (*p).clone(),
+            );
+            if to < from {
+                removed.push(info);
+            } else {
+                added.push(info);
+            }
+        }
+    } else if to < from {
+        let count = usize::try_from(from - to).unwrap_or(0);
+        for name in choose_leaving(pods, count, operation_id) {
+            if let Some(p) = by_name.get(&name) {
+                removed.push((*p).clone());
+            }
+        }
+    }
+    (removed, added, all)
+}
+
+/// The default allow-list: the target's own pods (by IP).
+fn default_allow_list(all: &[PodInfo]) -> AllowList {
+    AllowList::new(all.iter().filter_map(|p| p.ip.clone()))
+}
+
+fn failed_stage(stage: Stage) -> FailedStage {
+    match stage {
+        Stage::Scaling => FailedStage::Scaling,
+        Stage::PostScaling => FailedStage::PostScaling,
+        _ => FailedStage::PreScaling,
+    }
+}
+
+impl HookEnv {
+    /// Runs `call` for `scaler` and reports what came of it. Never fails: every problem is a
+    /// `HookResult::Failed` the state machine turns into a Failed stage (or fail-open).
+    pub async fn run(
+        &self,
+        scaler: &Scaler,
+        hooks: &Hooks,
+        call: &HookCall,
+        selector: Option<&str>,
+    ) -> HookResult {
+        let name = hook_name(call.hook);
+        let started = Instant::now();
+        let result = self.run_inner(scaler, hooks, call, selector).await;
+        let outcome = match &result {
+            HookResult::Done { .. } => "done",
+            HookResult::InProgress { .. } => "in_progress",
+            HookResult::Failed { .. } => "failed",
+        };
+        let plugin: String = call.plugin_digest.chars().take(12).collect();
+        self.metrics
+            .hook_calls
+            .get_or_create(&HookLabels {
+                plugin: plugin.clone(),
+                hook: name.as_str(),
+                outcome,
+            })
+            .inc();
+        self.metrics
+            .hook_duration
+            .get_or_create(&HookLatencyLabels {
+                plugin,
+                hook: name.as_str(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one linear sequence: load, context, allow-list, call, map"
+    )]
+    async fn run_inner(
+        &self,
+        scaler: &Scaler,
+        hooks: &Hooks,
+        call: &HookCall,
+        selector: Option<&str>,
+    ) -> HookResult {
+        let namespace = scaler.namespace().unwrap_or_default();
+        let plugin = match self
+            .plugins
+            .ensure_loaded(&namespace, &hooks.plugin, &call.plugin_digest)
+            .await
+        {
+            Ok(p) => p,
+            Err(reason) => {
+                return HookResult::Failed {
+                    reason: format!("PluginNotLoaded: {reason}"),
+                };
+            }
+        };
+        let config = hooks
+            .config
+            .as_ref()
+            .map_or_else(|| "{}".to_string(), ToString::to_string);
+        let op = call.operation.as_ref();
+        let identity = CallIdentity {
+            namespace: namespace.clone(),
+            scaler: scaler.name_any(),
+            operation: op.map(|o| o.id.clone()).unwrap_or_default(),
+            attempt: op.map_or(0, |o| o.attempt),
+        };
+        let hook = hook_name(call.hook);
+        if call.hook == Hook::ValidateConfig {
+            let options = CallOptions::new(
+                call.timeout,
+                AllowList::new(hooks.allowed_hosts.iter()),
+                identity,
+            );
+            return match self
+                .runner
+                .validate_config(&plugin, &config, &options)
+                .await
+            {
+                Ok(()) => HookResult::Done { message: None },
+                Err(e) => HookResult::Failed {
+                    reason: format!("{}: {e}", e.reason()),
+                },
+            };
+        }
+        let Some(op) = op else {
+            return HookResult::Failed {
+                reason: format!("internal: {hook} asked for without an operation"),
+            };
+        };
+        let spec_target = &scaler.spec.target_ref;
+        let target = TargetRef {
+            api_version: spec_target.api_version.clone(),
+            kind: spec_target.kind.clone(),
+            name: spec_target.name.clone(),
+        };
+        let pods = match selector {
+            Some(sel) => match self.targets.pods(&namespace, sel).await {
+                Ok(pods) => pods,
+                Err(e) => {
+                    return HookResult::Failed {
+                        reason: format!("ListPods: {e}"),
+                    };
+                }
+            },
+            None => Vec::new(),
+        };
+        let (removed, added, all) = plan_pods(&target, &pods, op.from, op.to, &op.id);
+        if target.honours_deletion_cost()
+            && op.direction == Direction::Down
+            && call.hook == Hook::PreScale
+        {
+            let names: Vec<String> = removed.iter().map(|p| p.name.clone()).collect();
+            if let Err(e) = self.targets.mark_leaving(&namespace, &names, &op.id).await {
+                return HookResult::Failed {
+                    reason: format!("MarkPods: {e}"),
+                };
+            }
+        }
+        let allow = if hooks.allowed_hosts.is_empty() {
+            default_allow_list(&all)
+        } else {
+            AllowList::new(hooks.allowed_hosts.iter())
+        };
+        let ctx = HookContext {
+            namespace,
+            scaler: scaler.name_any(),
+            target: hoist_sandbox::TargetRef {
+                api_version: target.api_version,
+                kind: target.kind,
+                name: target.name,
+            },
+            operation_id: op.id.clone(),
+            from_replicas: op.from.unsigned_abs(),
+            to_replicas: op.to.unsigned_abs(),
+            direction: match op.direction {
+                Direction::Up => hoist_sandbox::Direction::Up,
+                Direction::Down => hoist_sandbox::Direction::Down,
+            },
+            pods_removed: removed,
+            pods_added: added,
+            all_pods: all,
+            config,
+            saved_state: op.saved_state.clone(),
+            attempt: op.attempt,
+            elapsed_in_stage: op.elapsed_in_stage,
+        };
+        let options = CallOptions::new(call.timeout, allow, identity);
+        let outcome = match call.hook {
+            Hook::PreScale => self.runner.pre_scale(&plugin, &ctx, &options).await,
+            Hook::PostScale => self.runner.post_scale(&plugin, &ctx, &options).await,
+            // ValidateConfig returned above; only OnFailure reaches this arm.
+            Hook::OnFailure | Hook::ValidateConfig => {
+                let failure = call.failure.as_ref().map_or_else(
+                    || FailureInfo {
+                        stage: FailedStage::PreScaling,
+                        reason: "unknown".into(),
+                    },
+                    |f| FailureInfo {
+                        stage: failed_stage(f.stage),
+                        reason: format!("{}: {}", f.reason, f.message),
+                    },
+                );
+                self.runner
+                    .on_failure(&plugin, &ctx, &failure, &options)
+                    .await
+                    .map(|()| HookOutcome::Done {
+                        message: String::new(),
+                    })
+            }
+        };
+        match outcome {
+            Ok(HookOutcome::Done { message }) => HookResult::Done {
+                message: non_empty(message),
+            },
+            Ok(HookOutcome::InProgress {
+                state,
+                retry_after,
+                message,
+            }) => HookResult::InProgress {
+                state,
+                retry_after,
+                message: non_empty(message),
+            },
+            Err(e) => HookResult::Failed {
+                reason: format!("{}: {e}", e.reason()),
+            },
+        }
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    if s.is_empty() { None } else { Some(s) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, ip: &str, ready: bool, created: &str, leaving: Option<&str>) -> Pod {
+        let mut annotations = serde_json::Map::new();
+        if let Some(op) = leaving {
+            annotations.insert(LEAVING_ANNOTATION.into(), json!(op));
+        }
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "creationTimestamp": created, "annotations": annotations},
+            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
+        }))
+        .unwrap()
+    }
+
+    fn sts() -> TargetRef {
+        TargetRef {
+            api_version: "apps/v1".into(),
+            kind: "StatefulSet".into(),
+            name: "trino".into(),
+        }
+    }
+
+    fn deploy() -> TargetRef {
+        TargetRef {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "web".into(),
+        }
+    }
+
+    #[test]
+    fn statefulset_scale_down_removes_the_highest_ordinals() {
+        let pods: Vec<Pod> = (0..3)
+            .map(|i| {
+                pod(
+                    &format!("trino-{i}"),
+                    &format!("127.1.0.{i}"),
+                    true,
+                    "2026-01-01T00:00:00Z",
+                    None,
+                )
+            })
+            .collect();
+        let (removed, added, all) = plan_pods(&sts(), &pods, 3, 1, "op");
+        let names: Vec<_> = removed
+            .iter()
+            .map(|p| (p.name.as_str(), p.ordinal, p.ip.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("trino-1", Some(1), Some("127.1.0.1")),
+                ("trino-2", Some(2), Some("127.1.0.2"))
+            ]
+        );
+        assert!(added.is_empty());
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].ordinal, Some(0));
+    }
+
+    #[test]
+    fn statefulset_scale_up_names_the_new_ordinals() {
+        let pods = vec![pod(
+            "trino-0",
+            "127.1.0.0",
+            true,
+            "2026-01-01T00:00:00Z",
+            None,
+        )];
+        let (removed, added, _) = plan_pods(&sts(), &pods, 1, 3, "op");
+        assert!(removed.is_empty());
+        let added: Vec<_> = added
+            .iter()
+            .map(|p| (p.name.as_str(), p.ordinal, p.ready))
+            .collect();
+        assert_eq!(
+            added,
+            [("trino-1", Some(1), false), ("trino-2", Some(2), false)]
+        );
+    }
+
+    #[test]
+    fn deployment_scale_down_prefers_chosen_then_unready_then_newest() {
+        let pods = vec![
+            pod("web-a", "127.1.0.1", true, "2026-01-01T00:00:00Z", None),
+            pod("web-b", "127.1.0.2", true, "2026-01-03T00:00:00Z", None),
+            pod("web-c", "127.1.0.3", false, "2026-01-01T00:00:00Z", None),
+            pod("web-d", "127.1.0.4", true, "2026-01-02T00:00:00Z", None),
+        ];
+        assert_eq!(choose_leaving(&pods, 2, "op1"), ["web-c", "web-b"]);
+        // Once chosen (annotated), the same pods stay chosen even if readiness changes.
+        let pods = vec![
+            pod(
+                "web-a",
+                "127.1.0.1",
+                false,
+                "2026-01-01T00:00:00Z",
+                Some("op1"),
+            ),
+            pod("web-b", "127.1.0.2", true, "2026-01-03T00:00:00Z", None),
+            pod("web-c", "127.1.0.3", false, "2026-01-01T00:00:00Z", None),
+            pod(
+                "web-d",
+                "127.1.0.4",
+                true,
+                "2026-01-02T00:00:00Z",
+                Some("op1"),
+            ),
+        ];
+        assert_eq!(choose_leaving(&pods, 2, "op1"), ["web-a", "web-d"]);
+        // An annotation of another operation does not count.
+        assert_eq!(choose_leaving(&pods, 1, "op2"), ["web-a"]);
+        let (removed, _, _) = plan_pods(&deploy(), &pods, 4, 2, "op1");
+        assert_eq!(removed.len(), 2);
+    }
+
+    #[test]
+    fn ordinals_parse_only_for_the_set() {
+        assert_eq!(ordinal_of("trino", "trino-12"), Some(12));
+        assert_eq!(ordinal_of("trino", "trino-worker-1"), None);
+        assert_eq!(ordinal_of("trino", "other-1"), None);
+    }
+}

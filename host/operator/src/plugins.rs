@@ -1,0 +1,250 @@
+//! Plugin sources → verified plugins, with hot swap.
+//!
+//! A Scaler names a ConfigMap (labelled `hoist.dev/plugin`) and a key. The registry reads it
+//! from a reflector store, hashes the component, and hands back what the state machine needs
+//! ([`PluginAvailability`]). Loading (verify + compile, or a disk-cache hit) runs in the
+//! background; when it finishes, the Scalers using that ConfigMap are reconciled again.
+//!
+//! Hot swap: a changed ConfigMap is a new digest. New operations get it once it verified; an
+//! operation in flight keeps the digest recorded in its status (the sandbox keeps every
+//! digest it loaded). A bad new version does not replace the last good one of that source:
+//! Scalers keep using the previous digest (unless their sha256 pin names another) and get a
+//! Warning event naming the reason.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use hoist_api::PluginRef;
+use hoist_decide::PluginAvailability;
+use hoist_sandbox::{Plugin, Sandbox};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::reflector::{ObjectRef, Store};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::metrics::{Metrics, ResultLabels};
+use crate::plugin_configmap;
+
+/// The label that marks a ConfigMap as a plugin source (and lets the operator watch it).
+pub const PLUGIN_LABEL: &str = "hoist.dev/plugin";
+
+/// Where a plugin comes from: a ConfigMap key in a namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceKey {
+    pub namespace: String,
+    pub config_map: String,
+    pub key: String,
+}
+
+impl SourceKey {
+    pub fn new(namespace: &str, plugin: &PluginRef) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            config_map: plugin.config_map.clone(),
+            key: plugin.effective_key().to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for SourceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ConfigMap {}/{} key {}",
+            self.namespace, self.config_map, self.key
+        )
+    }
+}
+
+/// What happened to a background load; sent so the Scalers of that source reconcile.
+#[derive(Debug, Clone)]
+pub struct LoadFinished {
+    pub source: SourceKey,
+    pub digest: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// The last digest of each source that verified.
+    last_good: HashMap<SourceKey, String>,
+    /// Digests that failed to load, with why.
+    rejected: HashMap<String, String>,
+    /// Digests being loaded now.
+    loading: HashSet<String>,
+}
+
+/// The operator's plugins.
+#[derive(Clone)]
+pub struct PluginRegistry {
+    sandbox: Sandbox,
+    configmaps: Store<ConfigMap>,
+    inner: Arc<Mutex<Inner>>,
+    finished: mpsc::UnboundedSender<LoadFinished>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for PluginRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRegistry").finish_non_exhaustive()
+    }
+}
+
+/// Lowercase hex sha256, the plugin identity everywhere in hoist.
+pub fn digest_of(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl PluginRegistry {
+    pub fn new(
+        sandbox: Sandbox,
+        configmaps: Store<ConfigMap>,
+        metrics: Arc<Metrics>,
+    ) -> (Self, mpsc::UnboundedReceiver<LoadFinished>) {
+        let (finished, rx) = mpsc::unbounded_channel();
+        (
+            Self {
+                sandbox,
+                configmaps,
+                inner: Arc::default(),
+                finished,
+                metrics,
+            },
+            rx,
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current bytes of a source, if the ConfigMap is there and readable.
+    fn read_source(&self, source: &SourceKey) -> Result<Vec<u8>, String> {
+        let cm = self
+            .configmaps
+            .get(&ObjectRef::new(&source.config_map).within(&source.namespace))
+            .ok_or_else(|| {
+                format!(
+                    "ConfigMap {}/{} not found among plugin ConfigMaps (it must exist and carry the label {PLUGIN_LABEL}; `hoist plugin pack` writes one)",
+                    source.namespace, source.config_map
+                )
+            })?;
+        plugin_configmap::component_bytes(&cm, &source.key).map_err(|e| e.to_string())
+    }
+
+    /// What the state machine should know about the plugin a Scaler names, starting a
+    /// background load when the current bytes are not loaded yet.
+    pub fn availability(&self, namespace: &str, plugin: &PluginRef) -> PluginAvailability {
+        let source = SourceKey::new(namespace, plugin);
+        let pin = plugin.sha256.as_deref();
+        let fallback = |reason: String, inner: &Inner| match inner.last_good.get(&source) {
+            Some(good) if pin.is_none_or(|p| p == good) && self.sandbox.get(good).is_some() => {
+                PluginAvailability::Ready {
+                    digest: good.clone(),
+                }
+            }
+            _ => PluginAvailability::Invalid { reason },
+        };
+        let bytes = match self.read_source(&source) {
+            Ok(bytes) => bytes,
+            Err(reason) => return fallback(reason, &self.lock()),
+        };
+        let digest = digest_of(&bytes);
+        if let Some(pin) = pin
+            && pin != digest
+        {
+            let reason = format!(
+                "{source} holds a plugin with sha256 {digest}, but spec.hooks.plugin.sha256 pins {pin}"
+            );
+            return fallback(reason, &self.lock());
+        }
+        if self.sandbox.get(&digest).is_some() {
+            self.lock().last_good.insert(source, digest.clone());
+            return PluginAvailability::Ready { digest };
+        }
+        let mut inner = self.lock();
+        if let Some(reason) = inner.rejected.get(&digest) {
+            let reason = format!("{source}: plugin {digest} was rejected: {reason}");
+            return fallback(reason, &inner);
+        }
+        if inner.loading.insert(digest.clone()) {
+            self.spawn_load(source.clone(), digest.clone(), bytes);
+        }
+        // While the new version loads, the last good one (if any) serves new operations.
+        match inner.last_good.get(&source) {
+            Some(good) if pin.is_none_or(|p| p == good) && self.sandbox.get(good).is_some() => {
+                PluginAvailability::Ready {
+                    digest: good.clone(),
+                }
+            }
+            _ => PluginAvailability::Loading,
+        }
+    }
+
+    fn spawn_load(&self, source: SourceKey, digest: String, bytes: Vec<u8>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let sandbox = this.sandbox.clone();
+            let result = tokio::task::spawn_blocking(move || sandbox.load(&bytes)).await;
+            let error = match result {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(join) => Some(format!("the load task failed: {join}")),
+            };
+            {
+                let mut inner = this.lock();
+                inner.loading.remove(&digest);
+                match &error {
+                    None => {
+                        inner.last_good.insert(source.clone(), digest.clone());
+                    }
+                    Some(reason) => {
+                        inner.rejected.insert(digest.clone(), reason.clone());
+                    }
+                }
+            }
+            let result = if error.is_none() { "ok" } else { "rejected" };
+            this.metrics
+                .plugin_loads
+                .get_or_create(&ResultLabels { result })
+                .inc();
+            match &error {
+                None => tracing::info!(%source, %digest, "plugin loaded"),
+                Some(reason) => tracing::warn!(%source, %digest, %reason, "plugin rejected"),
+            }
+            let _ = this.finished.send(LoadFinished {
+                source,
+                digest,
+                error,
+            });
+        });
+    }
+
+    /// Makes sure the plugin with `digest` is loaded for a hook call: loads it now from its
+    /// source when the source still holds those bytes (after a restart, for example).
+    pub async fn ensure_loaded(
+        &self,
+        namespace: &str,
+        plugin: &PluginRef,
+        digest: &str,
+    ) -> Result<Arc<Plugin>, String> {
+        if let Some(p) = self.sandbox.get(digest) {
+            return Ok(p);
+        }
+        let source = SourceKey::new(namespace, plugin);
+        let bytes = self.read_source(&source)?;
+        let current = digest_of(&bytes);
+        if current != digest {
+            return Err(format!(
+                "the operation runs plugin {digest}, which is no longer loaded, and {source} now holds {current}; retry the Scaler to start over with the current plugin"
+            ));
+        }
+        let sandbox = self.sandbox.clone();
+        let loaded = tokio::task::spawn_blocking(move || sandbox.load(&bytes))
+            .await
+            .map_err(|e| format!("the load task failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+        self.lock().last_good.insert(source, digest.to_string());
+        Ok(loaded)
+    }
+}

@@ -1,0 +1,339 @@
+//! The workload a Scaler drives: any resource with a `/scale` subresource, found through
+//! discovery. Reads its scale and readiness, lists its pods, writes its replicas.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::autoscaling::v1::Scale;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::discovery::{self, Scope};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::sync::RwLock;
+
+use crate::error::OperatorError;
+
+/// A reference to a scalable workload, as `spec.targetRef` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TargetRef {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+}
+
+impl From<&hoist_api::TargetRef> for TargetRef {
+    fn from(t: &hoist_api::TargetRef) -> Self {
+        Self {
+            api_version: t.api_version.clone(),
+            kind: t.kind.clone(),
+            name: t.name.clone(),
+        }
+    }
+}
+
+impl TargetRef {
+    fn gvk(&self) -> GroupVersionKind {
+        let (group, version) = match self.api_version.split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), self.api_version.clone()),
+        };
+        GroupVersionKind {
+            group,
+            version,
+            kind: self.kind.clone(),
+        }
+    }
+
+    /// `Kind/name`, for messages.
+    pub fn display(&self) -> String {
+        format!("{}/{}", self.kind, self.name)
+    }
+
+    /// Whether pods of this kind have stable ordinals (StatefulSet).
+    pub fn is_stateful_set(&self) -> bool {
+        self.kind == "StatefulSet" && self.api_version == "apps/v1"
+    }
+
+    /// Whether the controller of this kind honours `controller.kubernetes.io/pod-deletion-cost`.
+    pub fn honours_deletion_cost(&self) -> bool {
+        self.api_version == "apps/v1" && (self.kind == "Deployment" || self.kind == "ReplicaSet")
+    }
+}
+
+/// What the operator observed of a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetState {
+    /// Desired replicas in the target's spec (`/scale` spec.replicas).
+    pub spec_replicas: i32,
+    /// Replicas the target reports (`/scale` status.replicas).
+    pub status_replicas: i32,
+    /// Ready replicas where the kind reports them (apps/v1 kinds omit `readyReplicas` when it
+    /// is zero); `None` for kinds that do not (then the scale status counts).
+    pub ready_replicas: Option<i32>,
+    /// Whether the target's controller has observed its latest spec.
+    pub generation_observed: bool,
+    /// The label selector of its pods, as `/scale` reports it.
+    pub selector: Option<String>,
+}
+
+/// Resolves target kinds through discovery (cached per GVK) and talks to them.
+#[derive(Clone)]
+pub struct Targets {
+    client: Client,
+    resources: Arc<RwLock<HashMap<GroupVersionKind, ApiResource>>>,
+}
+
+impl std::fmt::Debug for Targets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Targets").finish_non_exhaustive()
+    }
+}
+
+impl Targets {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            resources: Arc::default(),
+        }
+    }
+
+    async fn api(
+        &self,
+        namespace: &str,
+        target: &TargetRef,
+    ) -> Result<Api<DynamicObject>, OperatorError> {
+        let gvk = target.gvk();
+        if let Some(ar) = self.resources.read().await.get(&gvk) {
+            return Ok(Api::namespaced_with(self.client.clone(), namespace, ar));
+        }
+        let (ar, caps) = discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(|source| OperatorError::DiscoverTarget {
+                target: format!("{} {}", target.api_version, target.kind),
+                source,
+            })?;
+        if caps.scope != Scope::Namespaced {
+            return Err(OperatorError::TargetNotScalable {
+                target: target.display(),
+                reason: "it is cluster-scoped; a Scaler targets a namespaced workload".into(),
+            });
+        }
+        if !caps
+            .subresources
+            .iter()
+            .any(|(sub, _)| sub.plural == format!("{}/scale", ar.plural))
+        {
+            return Err(OperatorError::TargetNotScalable {
+                target: target.display(),
+                reason: format!("{} has no /scale subresource", ar.plural),
+            });
+        }
+        self.resources.write().await.insert(gvk, ar.clone());
+        Ok(Api::namespaced_with(self.client.clone(), namespace, &ar))
+    }
+
+    /// Reads the target's `/scale` and its readiness. `Ok(None)` when it does not exist.
+    pub async fn observe(
+        &self,
+        namespace: &str,
+        target: &TargetRef,
+    ) -> Result<Option<TargetState>, OperatorError> {
+        let api = self.api(namespace, target).await?;
+        let Some(object) =
+            api.get_opt(&target.name)
+                .await
+                .map_err(|source| OperatorError::ReadTarget {
+                    target: target.display(),
+                    source,
+                })?
+        else {
+            return Ok(None);
+        };
+        let scale: Scale =
+            api.get_scale(&target.name)
+                .await
+                .map_err(|source| OperatorError::ReadTarget {
+                    target: target.display(),
+                    source,
+                })?;
+        Ok(Some(state_of(&object, &scale)))
+    }
+
+    /// Writes the target's replicas through its `/scale` subresource.
+    pub async fn write_replicas(
+        &self,
+        namespace: &str,
+        target: &TargetRef,
+        replicas: i32,
+    ) -> Result<(), OperatorError> {
+        let api = self.api(namespace, target).await?;
+        api.patch_scale(
+            &target.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .map_err(|source| OperatorError::WriteScale {
+            target: target.display(),
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// The target's pods (not being deleted), by the selector its `/scale` reports.
+    pub async fn pods(&self, namespace: &str, selector: &str) -> Result<Vec<Pod>, OperatorError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let list = pods
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(|source| OperatorError::ListPods {
+                namespace: namespace.to_string(),
+                source,
+            })?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect())
+    }
+
+    /// Marks the pods an operation chose to remove, so that a Deployment/ReplicaSet removes
+    /// exactly those on scale-down (`controller.kubernetes.io/pod-deletion-cost`, lowest goes
+    /// first) and later calls of the same operation choose them again (`hoist.dev/leaving`).
+    pub async fn mark_leaving(
+        &self,
+        namespace: &str,
+        pod_names: &[String],
+        operation_id: &str,
+    ) -> Result<(), OperatorError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let patch = json!({"metadata": {"annotations": {
+            POD_DELETION_COST: "-2147483647",
+            crate::hook_call::LEAVING_ANNOTATION: operation_id,
+        }}});
+        for name in pod_names {
+            pods.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|source| OperatorError::MarkPod {
+                    pod: name.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// The annotation the ReplicaSet controller ranks pods by when it scales down.
+pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+
+fn int_at(value: &serde_json::Value, pointer: &str) -> Option<i64> {
+    value.pointer(pointer).and_then(serde_json::Value::as_i64)
+}
+
+/// Derives the observed state from the target object and its `/scale`.
+pub fn state_of(object: &DynamicObject, scale: &Scale) -> TargetState {
+    let spec_replicas = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    let status_replicas = scale.status.as_ref().map_or(0, |s| s.replicas);
+    let ready_replicas =
+        match int_at(&object.data, "/status/readyReplicas").and_then(|v| i32::try_from(v).ok()) {
+            Some(ready) => Some(ready),
+            None if is_apps(object) => Some(0),
+            None => None,
+        };
+    let generation = object.metadata.generation;
+    let observed = int_at(&object.data, "/status/observedGeneration");
+    let generation_observed = match (generation, observed) {
+        (Some(g), Some(o)) => o >= g,
+        // Kinds without observedGeneration (or generation): trust the scale status.
+        (_, None) | (None, Some(_)) => true,
+    };
+    TargetState {
+        spec_replicas,
+        status_replicas,
+        ready_replicas,
+        generation_observed,
+        selector: scale.status.as_ref().and_then(|s| s.selector.clone()),
+    }
+}
+
+fn is_apps(object: &DynamicObject) -> bool {
+    object
+        .types
+        .as_ref()
+        .is_some_and(|t| t.api_version == "apps/v1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::autoscaling::v1::{ScaleSpec, ScaleStatus};
+
+    fn object(value: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn scale(spec: i32, status: i32) -> Scale {
+        Scale {
+            spec: Some(ScaleSpec {
+                replicas: Some(spec),
+            }),
+            status: Some(ScaleStatus {
+                replicas: status,
+                selector: Some("app=x".into()),
+            }),
+            ..Scale::default()
+        }
+    }
+
+    #[test]
+    fn statefulset_readiness_and_generation() {
+        let o = object(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "s", "generation": 3},
+            "status": {"replicas": 3, "readyReplicas": 2, "observedGeneration": 2}}));
+        let s = state_of(&o, &scale(3, 3));
+        assert_eq!(s.ready_replicas, Some(2));
+        assert!(
+            !s.generation_observed,
+            "observedGeneration 2 < generation 3"
+        );
+        assert_eq!(s.selector.as_deref(), Some("app=x"));
+    }
+
+    #[test]
+    fn apps_kind_without_ready_replicas_has_none_ready() {
+        // apps/v1 omits readyReplicas when it is zero.
+        let o = object(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d", "generation": 1},
+            "status": {"replicas": 2, "observedGeneration": 1}}));
+        let s = state_of(&o, &scale(2, 2));
+        assert_eq!(s.ready_replicas, Some(0));
+        assert!(s.generation_observed);
+    }
+
+    #[test]
+    fn custom_kind_trusts_scale_status() {
+        let o = object(json!({"apiVersion": "example.com/v1", "kind": "Thing",
+            "metadata": {"name": "t", "generation": 4}, "status": {"replicas": 4}}));
+        let s = state_of(&o, &scale(4, 4));
+        assert_eq!(s.ready_replicas, None);
+        assert!(s.generation_observed);
+    }
+
+    #[test]
+    fn core_group_api_version_parses() {
+        let t = TargetRef {
+            api_version: "v1".into(),
+            kind: "ReplicationController".into(),
+            name: "r".into(),
+        };
+        assert_eq!(t.gvk().group, "");
+        let t = TargetRef {
+            api_version: "apps/v1".into(),
+            kind: "StatefulSet".into(),
+            name: "s".into(),
+        };
+        assert_eq!(t.gvk().group, "apps");
+        assert!(t.is_stateful_set());
+    }
+}

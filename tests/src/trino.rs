@@ -1,0 +1,160 @@
+//! A real HTTP server that behaves like a Trino worker's state endpoint, for tests that
+//! drain "workers" running at pod IPs on loopback.
+//!
+//! `GET /v1/info/state` answers the state as a JSON string; `PUT /v1/info/state` with
+//! `"DRAINING"`, `"ACTIVE"` or `"SHUTTING_DOWN"` changes it. A draining worker reports
+//! `DRAINING` for a configurable number of polls, then `DRAINED` (its tasks finished; the
+//! process stays up), as Trino does since late 2024. Requests without `X-Trino-User` get
+//! 401 like a secured coordinator would answer. Every change is recorded with its time.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+
+/// A state change of a worker, with when it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub at: Instant,
+    pub state: String,
+}
+
+#[derive(Debug)]
+struct Worker {
+    state: String,
+    polls_while_draining: u32,
+    polls_to_drain: u32,
+    history: Vec<Transition>,
+}
+
+impl Worker {
+    fn set(&mut self, state: &str) {
+        self.state = state.to_string();
+        self.history.push(Transition {
+            at: Instant::now(),
+            state: state.to_string(),
+        });
+    }
+}
+
+type Shared = Arc<Mutex<Worker>>;
+
+fn lock(worker: &Shared) -> std::sync::MutexGuard<'_, Worker> {
+    worker.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running fake worker; the server stops when this is dropped.
+#[derive(Debug)]
+pub struct TrinoWorker {
+    addr: SocketAddr,
+    worker: Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TrinoWorker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn get_state(State(worker): State<Shared>, headers: HeaderMap) -> (StatusCode, String) {
+    if !headers.contains_key("x-trino-user") {
+        return (StatusCode::UNAUTHORIZED, "missing X-Trino-User".into());
+    }
+    let mut w = lock(&worker);
+    if w.state == "DRAINING" {
+        w.polls_while_draining += 1;
+        if w.polls_while_draining >= w.polls_to_drain {
+            w.set("DRAINED");
+        }
+    }
+    (StatusCode::OK, format!("\"{}\"", w.state))
+}
+
+async fn put_state(
+    State(worker): State<Shared>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    if !headers.contains_key("x-trino-user") {
+        return (StatusCode::UNAUTHORIZED, "missing X-Trino-User".into());
+    }
+    let Ok(wanted) = serde_json::from_str::<String>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("body must be a JSON string, got {body:?}"),
+        );
+    };
+    let mut w = lock(&worker);
+    match (w.state.as_str(), wanted.as_str()) {
+        (_, "ACTIVE") => w.set("ACTIVE"),
+        ("DRAINED", "DRAINING") => {}
+        ("ACTIVE" | "DRAINING", "DRAINING") => {
+            if w.state != "DRAINING" {
+                w.polls_while_draining = 0;
+                w.set("DRAINING");
+            }
+        }
+        (_, "SHUTTING_DOWN") => w.set("SHUTTING_DOWN"),
+        (from, to) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("cannot go from {from} to {to}"),
+            );
+        }
+    }
+    (StatusCode::OK, format!("\"{}\"", w.state))
+}
+
+impl TrinoWorker {
+    /// Starts a worker on `ip:port` (port 0 picks one) that drains after `polls_to_drain` polls.
+    pub async fn start(ip: IpAddr, port: u16, polls_to_drain: u32) -> Result<TrinoWorker> {
+        let worker = Arc::new(Mutex::new(Worker {
+            state: String::new(),
+            polls_while_draining: 0,
+            polls_to_drain,
+            history: Vec::new(),
+        }));
+        lock(&worker).set("ACTIVE");
+        let app = Router::new()
+            .route("/v1/info/state", get(get_state).put(put_state))
+            .with_state(worker.clone());
+        let listener = tokio::net::TcpListener::bind((ip, port))
+            .await
+            .with_context(|| format!("binding a fake Trino worker to {ip}:{port}"))?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(TrinoWorker { addr, worker, task })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The current state.
+    pub fn state(&self) -> String {
+        lock(&self.worker).state.clone()
+    }
+
+    /// Every state it went through, oldest first (starts with ACTIVE).
+    pub fn history(&self) -> Vec<Transition> {
+        lock(&self.worker).history.clone()
+    }
+
+    /// When it first reported DRAINED, if it did.
+    pub fn drained_at(&self) -> Option<Instant> {
+        lock(&self.worker)
+            .history
+            .iter()
+            .find(|t| t.state == "DRAINED")
+            .map(|t| t.at)
+    }
+}
