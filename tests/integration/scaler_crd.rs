@@ -30,7 +30,7 @@ async fn install_scaler_crd(ns: &TestNamespace) {
     .await
     .expect("the API server accepts the Scaler CRD (its CEL rules compile within cost limits)");
     wait::until(
-        Duration::from_secs(60),
+        Duration::from_mins(1),
         "scalers.hoist.dev Established",
         || {
             let crds = crds.clone();
@@ -52,7 +52,7 @@ async fn install_scaler_crd(ns: &TestNamespace) {
     .unwrap();
 }
 
-fn scaler(name: &str, spec: Value) -> Value {
+fn scaler(name: &str, spec: &Value) -> Value {
     json!({"apiVersion": "hoist.dev/v1alpha1", "kind": "Scaler", "metadata": {"name": name}, "spec": spec})
 }
 
@@ -77,7 +77,7 @@ async fn scaler_crd_installs_and_enforces_its_rules() {
     // A valid Scaler is accepted and served with its /scale subresource.
     let valid = scaler(
         "ok",
-        json!({"targetRef": target(), "replicas": 3, "minReplicas": 1, "maxReplicas": 5,
+        &json!({"targetRef": target(), "replicas": 3, "minReplicas": 1, "maxReplicas": 5,
                "autoscaling": {"fixed": {}},
                "hooks": {"plugin": {"configMap": "trino-drain", "sha256": "a".repeat(64)},
                          "config": {"port": 8080, "nested": {"any": ["json"]}}}}),
@@ -125,7 +125,7 @@ async fn scaler_crd_installs_and_enforces_its_rules() {
         ),
     ];
     for (name, spec, message) in cases {
-        let err = create(&ns, &scaler(name, spec)).await.expect_err(name);
+        let err = create(&ns, &scaler(name, &spec)).await.expect_err(name);
         match err {
             kube::Error::Api(status) => {
                 assert_eq!(status.code, 422, "{name}: {status:?}");
