@@ -168,13 +168,20 @@ mod tests {
                 hook: "pre-scale",
             })
             .observe(0.01);
+        m.stage_transitions
+            .get_or_create(&TransitionLabels {
+                from: "Idle".into(),
+                to: "PreScaling".into(),
+            })
+            .inc();
+        m.leader.set(1);
         let text = m.encode();
         for name in [
             "hoist_reconciles_total{result=\"ok\"} 1",
             "hoist_hook_calls_total{plugin=\"abc\",hook=\"pre-scale\",outcome=\"done\"} 1",
             "hoist_hook_duration_seconds_bucket",
-            "hoist_stage_transitions",
-            "hoist_leader",
+            "hoist_stage_transitions_total{from=\"Idle\",to=\"PreScaling\"} 1",
+            "hoist_leader 1",
         ] {
             assert!(text.contains(name), "missing {name} in:\n{text}");
         }

@@ -122,7 +122,8 @@ impl Targets {
         if !caps
             .subresources
             .iter()
-            .any(|(sub, _)| sub.plural == format!("{}/scale", ar.plural))
+            // Discovery names a subresource by its own plural ("scale").
+            .any(|(sub, _)| sub.plural == "scale")
         {
             return Err(OperatorError::TargetNotScalable {
                 target: target.display(),
