@@ -152,13 +152,7 @@ impl Autoscaler for ApaParams {
         if stabilized != desired {
             limited_by = Some(Limit::Stabilization);
         }
-        let (replicas, bound) = input.bounds.apply(stabilized);
-        Decision::Scale(Recommendation {
-            replicas,
-            desired,
-            limited_by: bound.or(limited_by),
-            panicking: false,
-        })
+        Recommendation::bounded(&input.bounds, stabilized, desired, limited_by, false)
     }
 }
 

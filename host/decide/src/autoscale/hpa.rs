@@ -303,13 +303,7 @@ impl Autoscaler for HpaParams {
             }
         }
 
-        let (replicas, bound) = input.bounds.apply(replicas);
-        Decision::Scale(Recommendation {
-            replicas,
-            desired,
-            limited_by: bound.or(limited_by),
-            panicking: false,
-        })
+        Recommendation::bounded(&input.bounds, replicas, desired, limited_by, false)
     }
 }
 

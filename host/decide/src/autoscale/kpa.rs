@@ -280,13 +280,13 @@ impl Autoscaler for KpaParams {
             pods = 1;
         }
 
-        let (replicas, bound) = input.bounds.apply(pods);
-        Decision::Scale(Recommendation {
-            replicas,
+        Recommendation::bounded(
+            &input.bounds,
+            pods,
             desired,
-            limited_by: bound.or(limited_by),
-            panicking: state.panic_since.is_some(),
-        })
+            limited_by,
+            state.panic_since.is_some(),
+        )
     }
 }
 

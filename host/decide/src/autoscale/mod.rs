@@ -273,6 +273,26 @@ pub struct Recommendation {
     pub panicking: bool,
 }
 
+impl Recommendation {
+    /// The final step every algorithm shares: clamp `replicas` to `bounds` and build the
+    /// decision; a bound that bites is the limit reported, else `limited_by`.
+    pub fn bounded(
+        bounds: &Bounds,
+        replicas: i32,
+        desired: i32,
+        limited_by: Option<Limit>,
+        panicking: bool,
+    ) -> Decision {
+        let (replicas, bound) = bounds.apply(replicas);
+        Decision::Scale(Recommendation {
+            replicas,
+            desired,
+            limited_by: bound.or(limited_by),
+            panicking,
+        })
+    }
+}
+
 /// What held a recommendation back from what the metrics asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
