@@ -230,8 +230,12 @@ pub struct KedaScalingModifiers {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub activation_target: Option<String>,
-    /// How the composed metric is compared with the target.
+    /// How the composed metric is compared with the target: `AverageValue` or `Value` (KEDA
+    /// refuses `Utilization` for a composed metric).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self != 'Utilization'", "message": "keda.advanced.scalingModifiers.metricType: KEDA accepts only AverageValue or Value for a composed metric"}
+    ]))]
     pub metric_type: Option<MetricTargetType>,
 }
 
@@ -458,7 +462,8 @@ pub struct ApaTuning {
     /// Scale-up cooldown (default 0s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_up_cooldown: Option<Duration>,
-    /// Scale-down cooldown: the minimum over this window is used (default 300s).
+    /// Scale-down cooldown: the highest recommendation of this window is used, so the count
+    /// drops only once every recommendation of the window is lower (default 300s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down_cooldown: Option<Duration>,
 }

@@ -13,13 +13,31 @@ pub const ABLE_TO_SCALE: &str = "AbleToScale";
 /// The spec is valid (False: the message names the field).
 pub const VALID_SPEC: &str = "ValidSpec";
 
+/// The autoscaler `spec.autoscaling` names (the owned HPA or ScaledObject, or hoist's builtin
+/// autoscaler) is in place and deciding `spec.replicas` (False: the reason says why not; absent
+/// for `fixed` and `external`).
+pub const AUTOSCALER_ACTIVE: &str = "AutoscalerActive";
+/// `keda` mode only: the KEDA CRDs are served (False: hoist falls back to `spec.replicas` as
+/// set until they are).
+pub const KEDA_AVAILABLE: &str = "KEDAAvailable";
+/// `builtin` mode only: every metric source answered at the last decision (False: a value is
+/// held or replicas are kept; the reason says which).
+pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
+
+/// The conditions the autoscaling modes own (written with the state machine's status, never by
+/// a second writer).
+pub const AUTOSCALING: [&str; 3] = [AUTOSCALER_ACTIVE, KEDA_AVAILABLE, METRICS_AVAILABLE];
+
 /// All condition types a Scaler carries, in the order they are written.
-pub const ALL: [&str; 5] = [
+pub const ALL: [&str; 8] = [
     READY,
     SCALING_ACTIVE,
     HOOKS_READY,
     ABLE_TO_SCALE,
     VALID_SPEC,
+    AUTOSCALER_ACTIVE,
+    KEDA_AVAILABLE,
+    METRICS_AVAILABLE,
 ];
 
 /// The desired state of one condition, without the bookkeeping fields.

@@ -211,7 +211,8 @@ pub struct ScalerStatus {
     /// When `spec.paused` was first seen (stage deadlines are shifted by the paused time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_since: Option<Time>,
-    /// Ready, ScalingActive, HooksReady, AbleToScale, ValidSpec.
+    /// Ready, ScalingActive, HooksReady, AbleToScale, ValidSpec, and for the autoscaling modes
+    /// AutoscalerActive, KEDAAvailable, MetricsAvailable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status was computed from.

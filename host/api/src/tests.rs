@@ -152,6 +152,7 @@ fn cel_rules_accept_valid_scalers() {
 /// Each CEL rule with an invalid example: (what, spec, expected words in the API server's
 /// message, the field the Rust-side check names).
 #[test]
+#[allow(clippy::too_many_lines, reason = "a table: one row per CEL rule")]
 fn cel_rules_reject_invalid_scalers_with_readable_messages() {
     let cases = [
         (
@@ -207,6 +208,15 @@ fn cel_rules_reject_invalid_scalers_with_readable_messages() {
             ),
             "KEDA only supports 0",
             "spec.autoscaling.keda.idleReplicaCount",
+        ),
+        (
+            "composed metric as utilization",
+            with(
+                base_spec(),
+                json!({"maxReplicas": 5, "autoscaling": {"keda": {"triggers": [{"type": "cron"}], "advanced": {"scalingModifiers": {"formula": "a + b", "target": "10", "metricType": "Utilization"}}}}}),
+            ),
+            "KEDA accepts only AverageValue or Value",
+            "spec.autoscaling.keda.advanced.scalingModifiers.metricType",
         ),
         (
             "kpa tuning with apa",

@@ -5,7 +5,7 @@
 //! reach it, and because a few checks (zero deadlines) have no CEL rule. Each violation names
 //! the field with its path from the object root, so the ValidSpec condition says where to look.
 
-use crate::autoscaling::AutoscalingMode;
+use crate::autoscaling::{AutoscalingMode, KedaAutoscaling, MetricTargetType};
 use crate::duration::Duration;
 use crate::scaler::ScalerSpec;
 
@@ -87,18 +87,7 @@ impl ScalerSpec {
                         );
                     }
                     if let AutoscalingMode::Keda(keda) = mode {
-                        if keda.triggers.is_empty() {
-                            bad(
-                                "spec.autoscaling.keda.triggers",
-                                "needs at least one trigger".into(),
-                            );
-                        }
-                        if keda.idle_replica_count.is_some_and(|n| n != 0) {
-                            bad(
-                                "spec.autoscaling.keda.idleReplicaCount",
-                                "KEDA only supports 0".into(),
-                            );
-                        }
+                        validate_keda(keda, bad);
                     }
                     if let AutoscalingMode::Builtin(builtin) = mode {
                         if builtin.metrics.is_empty() {
@@ -216,5 +205,32 @@ impl ScalerSpec {
                 );
             }
         }
+    }
+}
+
+/// The checks of `spec.autoscaling.keda` that its schema cannot express alone.
+fn validate_keda(keda: &KedaAutoscaling, bad: &mut impl FnMut(&str, String)) {
+    if keda.triggers.is_empty() {
+        bad(
+            "spec.autoscaling.keda.triggers",
+            "needs at least one trigger".into(),
+        );
+    }
+    if keda.idle_replica_count.is_some_and(|n| n != 0) {
+        bad(
+            "spec.autoscaling.keda.idleReplicaCount",
+            "KEDA only supports 0".into(),
+        );
+    }
+    let composed = keda
+        .advanced
+        .as_ref()
+        .and_then(|a| a.scaling_modifiers.as_ref())
+        .and_then(|m| m.metric_type);
+    if composed == Some(MetricTargetType::Utilization) {
+        bad(
+            "spec.autoscaling.keda.advanced.scalingModifiers.metricType",
+            "KEDA accepts only AverageValue or Value for a composed metric".into(),
+        );
     }
 }

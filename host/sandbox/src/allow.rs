@@ -4,7 +4,9 @@ use std::fmt;
 
 /// Hosts a call may reach. Entries are `host` (any port) or `host:port` (that port only);
 /// IPv6 addresses are written bare (`::1`) or bracketed (`[::1]:8080`). Matching is exact
-/// (case-insensitive for names): `example.com` does not allow `api.example.com`.
+/// (case-insensitive for names): `example.com` does not allow `api.example.com`. A `*.` prefix
+/// allows every name below a domain: `*.nifi.svc` allows `nifi-0.nifi.svc` and
+/// `a.b.nifi.svc`, but not `nifi.svc` itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowList {
     entries: Vec<Entry>,
@@ -12,8 +14,23 @@ pub struct AllowList {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
+    /// The host, or for a `*.` entry the domain below which names match.
     host: String,
     port: Option<u16>,
+    /// A `*.domain` entry.
+    subdomains: bool,
+}
+
+impl Entry {
+    fn matches(&self, host: &str, port: u16) -> bool {
+        let host_ok = if self.subdomains {
+            host.strip_suffix(self.host.as_str())
+                .is_some_and(|label| label.len() > 1 && label.ends_with('.'))
+        } else {
+            self.host == host
+        };
+        host_ok && self.port.is_none_or(|p| p == port)
+    }
 }
 
 impl AllowList {
@@ -37,9 +54,7 @@ impl AllowList {
     /// with or without brackets).
     pub fn allows(&self, host: &str, port: u16) -> bool {
         let host = normalize_host(host);
-        self.entries
-            .iter()
-            .any(|e| e.host == host && e.port.is_none_or(|p| p == port))
+        self.entries.iter().any(|e| e.matches(&host, port))
     }
 }
 
@@ -51,6 +66,9 @@ impl fmt::Display for AllowList {
                 f.write_str(", ")?;
             }
             first = false;
+            if e.subdomains {
+                f.write_str("*.")?;
+            }
             match (e.host.contains(':'), e.port) {
                 (true, Some(p)) => write!(f, "[{}]:{p}", e.host)?,
                 (false, Some(p)) => write!(f, "{}:{p}", e.host)?,
@@ -73,6 +91,18 @@ fn normalize_host(host: &str) -> String {
 
 fn parse_entry(raw: &str) -> Option<Entry> {
     let raw = raw.trim();
+    if let Some(domain) = raw.strip_prefix("*.") {
+        // Names only: a wildcard over an address, or a bare `*.`, allows nothing.
+        let entry = parse_entry(domain)?;
+        let name = !entry.subdomains
+            && !entry.host.is_empty()
+            && !entry.host.contains(['*', ':'])
+            && entry.host.parse::<std::net::Ipv4Addr>().is_err();
+        return name.then_some(Entry {
+            subdomains: true,
+            ..entry
+        });
+    }
     if raw.is_empty() {
         return None;
     }
@@ -87,6 +117,7 @@ fn parse_entry(raw: &str) -> Option<Entry> {
         return Some(Entry {
             host: normalize_host(host),
             port,
+            subdomains: false,
         });
     }
     if raw.matches(':').count() == 1 {
@@ -94,12 +125,14 @@ fn parse_entry(raw: &str) -> Option<Entry> {
         return Some(Entry {
             host: normalize_host(host),
             port: Some(port.parse().ok()?),
+            subdomains: false,
         });
     }
     // A host name, an IPv4 address, or a bare IPv6 address: any port.
     Some(Entry {
         host: normalize_host(raw),
         port: None,
+        subdomains: false,
     })
 }
 
@@ -118,6 +151,30 @@ mod tests {
         assert!(list.allows("[::1]", 9000));
         assert!(!list.allows("::1", 9001));
         assert!(list.allows("fe80::1", 443));
+    }
+
+    #[test]
+    fn wildcard_entries_match_names_below_the_domain_only() {
+        let list = AllowList::new(["*.nifi.ns.svc", "*.Trino.example:8080"]);
+        for (host, port, allowed) in [
+            ("nifi-0.nifi.ns.svc", 8443, true),
+            ("a.b.nifi.ns.svc", 1, true),
+            ("NIFI-1.nifi.ns.svc.", 1, true),
+            ("nifi.ns.svc", 8443, false),
+            ("evilnifi.ns.svc", 8443, false),
+            ("nifi.ns.svc.evil", 8443, false),
+            ("w-1.trino.example", 8080, true),
+            ("w-1.trino.example", 8081, false),
+        ] {
+            assert_eq!(list.allows(host, port), allowed, "{host}:{port}");
+        }
+        assert_eq!(list.to_string(), "*.nifi.ns.svc, *.trino.example:8080");
+    }
+
+    #[test]
+    fn wildcards_over_addresses_or_nothing_allow_nothing() {
+        let list = AllowList::new(["*.", "*.127.0.0.1", "*.[::1]", "*.*.example"]);
+        assert!(list.is_empty(), "{list}");
     }
 
     #[test]
