@@ -49,6 +49,7 @@
 
 pub mod autoscale;
 mod machine;
+pub mod modes;
 
 pub use machine::{
     Direction, Event, EventKind, Hook, HookCall, HookFailure, HookOperation, HookResult,

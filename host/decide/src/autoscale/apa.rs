@@ -14,6 +14,12 @@
 //! current count, so its first scale-down comes a full window later.
 //!
 //! From zero replicas any demand asks for one (activation); without demand it stays at zero.
+//!
+//! The scale-down window ("cooldown") keeps the highest recommendation of the window, as the HPA
+//! does. `AIBrix`'s controller takes the *lowest* of its scale-down window (and the highest of its
+//! scale-up window), which scales down at once to the deepest dip of the window instead of
+//! waiting; hoist deliberately keeps the stabilizing meaning its own comment describes ("similar
+//! to K8s HPA behavior").
 
 use std::time::Duration;
 
@@ -294,6 +300,25 @@ mod tests {
             p.recommend(&mut s, at(500), &input(8, &low)).replicas(),
             Some(4)
         );
+    }
+
+    /// The scale-down window keeps its *highest* recommendation, as the HPA does, not its lowest:
+    /// `AIBrix`'s controller code (`stabilizeRecommendation`) takes the minimum of the window on
+    /// a scale-down, which would drop the count to the deepest dip of the last 300 s at once —
+    /// the opposite of a cooldown. hoist keeps the HPA's meaning (see the module doc).
+    #[test]
+    fn a_dip_inside_the_window_does_not_pull_the_count_down_to_it() {
+        let p = ApaParams::default();
+        let mut s = ApaState::default();
+        let at_target = [Metric::per_pod(10.0, 10.0)];
+        let dip = [Metric::per_pod(5.0, 10.0)]; // ceil(8 × 0.5) = 4
+        let lower = [Metric::per_pod(7.5, 10.0)]; // ceil(8 × 0.75) = 6
+        p.recommend(&mut s, at(0), &input(8, &at_target));
+        p.recommend(&mut s, at(100), &input(8, &dip));
+        p.recommend(&mut s, at(200), &input(8, &lower));
+        // At 350 s the window (50 s, 350 s] holds 4, 6 and 6: the highest, 6 — not the dip's 4.
+        let d = p.recommend(&mut s, at(350), &input(8, &lower));
+        assert_eq!(d.replicas(), Some(6));
     }
 
     /// Several metrics: the largest recommendation wins.
