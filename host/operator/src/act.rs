@@ -7,11 +7,12 @@ use std::sync::Arc;
 use hoist_api::{FIELD_MANAGER, RETRY_ANNOTATION, Scaler, Stage};
 use hoist_decide::{EventKind, Plan};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::error::OperatorError;
+use crate::events::Publisher;
 use crate::metrics::{Metrics, StageLabels, TransitionLabels};
 use crate::target::{TargetRef, Targets};
 
@@ -20,7 +21,7 @@ use crate::target::{TargetRef, Targets};
 pub struct Actor {
     pub client: kube::Client,
     pub targets: Targets,
-    pub recorder: Recorder,
+    pub recorder: Publisher,
     pub metrics: Arc<Metrics>,
 }
 

@@ -10,19 +10,22 @@ use futures::{Stream, StreamExt};
 use hoist_api::Scaler;
 use hoist_decide::{HookResult, Observation, decide};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 
 use crate::act::Actor;
+use crate::autoscaling::Autoscalers;
 use crate::error::OperatorError;
+use crate::events::Publisher;
 use crate::hook_call::HookEnv;
 use crate::metrics::{Metrics, ResultLabels};
-use crate::observe::observe;
+use crate::observe::{Freshness, freshness, observe};
 use crate::plugins::{LoadFinished, PLUGIN_LABEL, PluginRegistry};
 
 /// Shared state of every reconcile.
@@ -31,13 +34,41 @@ pub struct Context {
     pub hooks: HookEnv,
     pub actor: Actor,
     pub metrics: Arc<Metrics>,
+    /// The autoscaling modes (owned HPA/ScaledObject, builtin autoscaler).
+    pub autoscalers: Autoscalers,
 }
 
 /// One reconcile of one Scaler.
 pub async fn reconcile(scaler: Arc<Scaler>, ctx: Arc<Context>) -> Result<Action, OperatorError> {
     let started = Instant::now();
     let observed = observe(&scaler, &ctx.hooks.targets, &ctx.hooks.plugins).await;
+    // The autoscaling mode first: it may write spec.replicas (builtin), which the state machine
+    // then sees in the next reconcile (the watch brings the new version).
+    let mode = ctx
+        .autoscalers
+        .step(&scaler, &observed, &ctx.hooks.targets)
+        .await;
+    if mode.wrote_replicas {
+        return Ok(Action::requeue(
+            mode.requeue.unwrap_or(Duration::from_secs(1)),
+        ));
+    }
     let mut plan = decide(&observed.observation);
+    let (scaler, observed) = if plan.hook.is_some() || plan.scale_target.is_some() {
+        match freshness(&ctx.actor.client, &scaler).await? {
+            Freshness::Current => (scaler, observed),
+            Freshness::Gone => return Ok(Action::await_change()),
+            Freshness::Newer(current) => {
+                // Decide again on what the API server has; its watch event is on the way.
+                let current = Arc::new(*current);
+                let observed = observe(&current, &ctx.hooks.targets, &ctx.hooks.plugins).await;
+                plan = decide(&observed.observation);
+                (current, observed)
+            }
+        }
+    } else {
+        (scaler, observed)
+    };
     if let Some(call) = plan.hook.clone() {
         let result = match &scaler.spec.hooks {
             Some(hooks) => {
@@ -60,6 +91,9 @@ pub async fn reconcile(scaler: Arc<Scaler>, ctx: Arc<Context>) -> Result<Action,
             plan.hook = None;
         }
     }
+    // The autoscaling conditions join the status the state machine writes (one writer).
+    let updates = hoist_decide::modes::conditions(&mode.report, &scaler.spec);
+    hoist_decide::modes::merge_conditions(&mut plan, &scaler, &updates, observed.observation.now);
     ctx.actor.act(&scaler, &plan).await?;
     ctx.metrics
         .reconcile_duration
@@ -68,9 +102,11 @@ pub async fn reconcile(scaler: Arc<Scaler>, ctx: Arc<Context>) -> Result<Action,
         .reconciles
         .get_or_create(&ResultLabels { result: "ok" })
         .inc();
-    Ok(plan
-        .requeue_after
-        .map_or_else(Action::await_change, Action::requeue))
+    let requeue = match (plan.requeue_after, mode.requeue) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 
 /// What happens after a failed reconcile: a status-write conflict retries at once (a newer
@@ -144,20 +180,87 @@ fn channel_stream<T: Send + 'static>(
     })
 }
 
+/// The watch of objects hoist owns (its label), e.g. the HPAs of `hpa` mode.
+fn owned_objects() -> watcher::Config {
+    watcher::Config::default().labels(&format!(
+        "{}={}",
+        hoist_api::MANAGED_BY_LABEL,
+        hoist_api::MANAGED_BY
+    ))
+}
+
 /// Everything the controller is built from.
 pub struct Parts {
     pub client: Client,
     pub context: Arc<Context>,
     pub configmaps: reflector::store::Writer<ConfigMap>,
     pub loads: mpsc::UnboundedReceiver<LoadFinished>,
-    pub recorder: Recorder,
+    pub recorder: Publisher,
     pub concurrency: u16,
+    /// Watch only this namespace (`hoist run --namespace`); `None` watches all.
+    pub namespace: Option<String>,
+    /// Reconcile requests from the autoscaling modes (owned ScaledObject changes).
+    pub autoscaling_triggers: mpsc::UnboundedReceiver<ObjectRef<Scaler>>,
+}
+
+/// An API over one namespace, or over all of them.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 impl std::fmt::Debug for Parts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Parts").finish_non_exhaustive()
     }
+}
+
+/// How often per-Scaler memory of deleted Scalers is dropped.
+const PRUNE_INTERVAL: Duration = Duration::from_mins(1);
+
+/// Deleted Scalers are not reconciled again: every [`PRUNE_INTERVAL`], drop what the
+/// autoscalers keep for Scalers that are gone from the store.
+fn spawn_pruner(store: Store<Scaler>, context: Arc<Context>) {
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_err() {
+            return;
+        }
+        let mut every = tokio::time::interval(PRUNE_INTERVAL);
+        loop {
+            every.tick().await;
+            let live = store
+                .state()
+                .iter()
+                .filter_map(|s| s.uid())
+                .collect::<std::collections::HashSet<_>>();
+            context.autoscalers.retain_scalers(&live);
+        }
+    });
+}
+
+/// The Scaler controller over its own watch. The store holds every Scaler for the life of
+/// the process: managedFields (never read here, and a large part of a small object) are
+/// dropped before they are stored.
+fn scaler_controller(client: &Client, namespace: Option<&str>) -> Controller<Scaler> {
+    let (store, writer) = reflector::store::<Scaler>();
+    let watch = reflector(
+        writer,
+        watcher(
+            scoped::<Scaler>(client, namespace),
+            watcher::Config::default().any_semantic(),
+        )
+        .modify(|s| s.managed_fields_mut().clear()),
+    )
+    .applied_objects();
+    Controller::for_stream(watch, store)
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -169,11 +272,11 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
         loads,
         recorder,
         concurrency,
+        namespace,
+        autoscaling_triggers,
     } = parts;
-    let controller = Controller::new(
-        Api::<Scaler>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
+    let namespace = namespace.as_deref();
+    let controller = scaler_controller(&client, namespace);
     let store = controller.store();
     let (trigger, triggers) = mpsc::unbounded_channel::<ObjectRef<Scaler>>();
 
@@ -181,7 +284,7 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
     let cm_watch = reflector(
         configmaps,
         watcher(
-            Api::<ConfigMap>::all(client.clone()),
+            scoped::<ConfigMap>(&client, namespace),
             watcher::Config::default().labels(PLUGIN_LABEL),
         ),
     )
@@ -230,24 +333,32 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
         }
     });
 
+    spawn_pruner(store.clone(), context.clone());
+
     controller
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .watches(
-            Api::<StatefulSet>::all(client.clone()),
+            scoped::<StatefulSet>(&client, namespace),
             watcher::Config::default(),
             scalers_targeting(store.clone()),
         )
         .watches(
-            Api::<Deployment>::all(client.clone()),
+            scoped::<Deployment>(&client, namespace),
             watcher::Config::default(),
             scalers_targeting(store.clone()),
         )
         .watches(
-            Api::<ReplicaSet>::all(client.clone()),
+            scoped::<ReplicaSet>(&client, namespace),
             watcher::Config::default(),
             scalers_targeting(store.clone()),
+        )
+        // The HPAs hoist owns (hpa mode): an edit or deletion reconciles the owning Scaler.
+        .owns(
+            scoped::<HorizontalPodAutoscaler>(&client, namespace),
+            owned_objects(),
         )
         .reconcile_on(channel_stream(triggers))
+        .reconcile_on(channel_stream(autoscaling_triggers))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {

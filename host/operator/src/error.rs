@@ -59,6 +59,13 @@ pub enum OperatorError {
         #[source]
         source: kube::Error,
     },
+    /// Re-reading a Scaler from the API server failed.
+    #[error("reading Scaler {scaler}: {source}")]
+    ReadScaler {
+        scaler: String,
+        #[source]
+        source: kube::Error,
+    },
     /// Updating a Scaler's metadata (the retry annotation) failed.
     #[error("updating Scaler {scaler}: {source}")]
     PatchScaler {
@@ -82,4 +89,48 @@ pub enum OperatorError {
     /// The sandbox could not be created.
     #[error("starting the plugin sandbox: {0}")]
     Sandbox(#[source] hoist_sandbox::SandboxError),
+    /// Building the HTTP client of the metric sources failed.
+    #[error("building the HTTP client for metric sources: {0}")]
+    BuildMetricsClient(#[source] reqwest::Error),
+    /// A builtin metric's spec cannot be used (checked before any request).
+    #[error("Scaler {scaler}: {field}: {reason}")]
+    CheckMetric {
+        scaler: String,
+        field: String,
+        reason: String,
+    },
+    /// A Prometheus instant query failed or did not answer with one number.
+    #[error("Scaler {scaler}: {field}: querying Prometheus at {address}: {reason}")]
+    QueryPrometheus {
+        scaler: String,
+        field: String,
+        address: String,
+        reason: String,
+    },
+    /// No ready pod's metrics endpoint gave the metric (each pod's reason listed).
+    #[error("Scaler {scaler}: {field}: no ready pod gave the metric: {failures}")]
+    ScrapePods {
+        scaler: String,
+        field: String,
+        failures: String,
+    },
+    /// Building an object hoist owns for a Scaler (its HPA or ScaledObject) failed.
+    #[error("Scaler {scaler}: building its owned object: {reason}")]
+    BuildOwned { scaler: String, reason: String },
+    /// Server-side applying an object hoist owns for a Scaler failed.
+    #[error("Scaler {scaler}: applying its {kind}: {source}")]
+    ApplyOwned {
+        kind: &'static str,
+        scaler: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Finding or deleting an object hoist owned for a Scaler's previous mode failed.
+    #[error("Scaler {scaler}: deleting its {kind} of a previous mode: {source}")]
+    DeleteOwned {
+        kind: &'static str,
+        scaler: String,
+        #[source]
+        source: kube::Error,
+    },
 }

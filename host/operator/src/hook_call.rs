@@ -72,37 +72,78 @@ fn pod_info(pod: &Pod, ordinal: Option<u32>) -> PodInfo {
     }
 }
 
-/// Ranks Deployment/ReplicaSet pods the way a scale-down should take them: pods already chosen
-/// by this operation, then not-ready ones, then the newest; names break ties. Pure.
-pub fn choose_leaving(pods: &[Pod], count: usize, operation_id: &str) -> Vec<String> {
-    let mut ranked: Vec<&Pod> = pods.iter().collect();
-    ranked.sort_by(|a, b| {
-        let chosen = |p: &Pod| {
-            p.annotations()
-                .get(LEAVING_ANNOTATION)
-                .is_some_and(|v| v == operation_id)
-        };
-        chosen(b)
-            .cmp(&chosen(a))
-            .then_with(|| is_ready(a).cmp(&is_ready(b)))
-            .then_with(|| b.creation_timestamp().cmp(&a.creation_timestamp()))
-            .then_with(|| a.name_any().cmp(&b.name_any()))
-    });
-    ranked
+fn chosen_by(pod: &Pod, operation_id: &str) -> bool {
+    pod.annotations()
+        .get(LEAVING_ANNOTATION)
+        .is_some_and(|v| v == operation_id)
+}
+
+fn is_terminating(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+}
+
+/// Whether a hook call may choose more leaving pods than the operation already chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choosing {
+    /// A pre-scale call: complete the choice (the first call makes it).
+    Complete,
+    /// Any later hook: the pods chosen before and nothing else. After the scale-down the
+    /// remaining pods must never be reported as leaving.
+    Keep,
+}
+
+/// The `count` Deployment/ReplicaSet pods a scale-down takes: those this operation chose before
+/// (annotated, even while being deleted), then, if `choosing` allows, live pods ranked as a
+/// scale-down should take them: not-ready first, then the newest; names break ties. Pure.
+pub fn choose_leaving(
+    pods: &[Pod],
+    count: usize,
+    operation_id: &str,
+    choosing: Choosing,
+) -> Vec<String> {
+    let mut chosen: Vec<&Pod> = pods.iter().filter(|p| chosen_by(p, operation_id)).collect();
+    chosen.sort_by_key(|p| p.name_any());
+    if choosing == Choosing::Complete {
+        let mut candidates: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| !chosen_by(p, operation_id) && !is_terminating(p))
+            .collect();
+        candidates.sort_by(|a, b| {
+            is_ready(a)
+                .cmp(&is_ready(b))
+                .then_with(|| b.creation_timestamp().cmp(&a.creation_timestamp()))
+                .then_with(|| a.name_any().cmp(&b.name_any()))
+        });
+        chosen.extend(candidates);
+    }
+    chosen
         .into_iter()
         .take(count)
         .map(ResourceExt::name_any)
         .collect()
 }
 
+/// The pods of one hook call's context.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodPlan {
+    /// The pods the operation removes.
+    pub removed: Vec<PodInfo>,
+    /// The pods the operation adds (StatefulSet ordinals; a Deployment's are not known yet).
+    pub added: Vec<PodInfo>,
+    /// Every live (not terminating) pod of the target.
+    pub all: Vec<PodInfo>,
+    /// Removed Deployment/ReplicaSet pods not yet annotated as this operation's.
+    pub to_mark: Vec<String>,
+}
+
 /// Pods leaving and arriving for an operation `from → to` on `target`. Pure.
 pub fn plan_pods(
     target: &TargetRef,
     pods: &[Pod],
-    from: i32,
-    to: i32,
+    (from, to): (i32, i32),
     operation_id: &str,
-) -> (Vec<PodInfo>, Vec<PodInfo>, Vec<PodInfo>) {
+    choosing: Choosing,
+) -> PodPlan {
     let sts = target.is_stateful_set();
     let ordinal = |p: &Pod| {
         if sts {
@@ -111,11 +152,16 @@ pub fn plan_pods(
             None
         }
     };
-    let mut all: Vec<PodInfo> = pods.iter().map(|p| pod_info(p, ordinal(p))).collect();
+    let mut all: Vec<PodInfo> = pods
+        .iter()
+        .filter(|p| !is_terminating(p))
+        .map(|p| pod_info(p, ordinal(p)))
+        .collect();
     all.sort_by(|a, b| a.ordinal.cmp(&b.ordinal).then_with(|| a.name.cmp(&b.name)));
-    let by_name: BTreeMap<String, &PodInfo> = all.iter().map(|p| (p.name.clone(), p)).collect();
+    // Leaving pods are described even while they terminate.
+    let by_name: BTreeMap<String, &Pod> = pods.iter().map(|p| (p.name_any(), p)).collect();
     let (lo, hi) = (from.min(to).max(0), from.max(to).max(0));
-    let (mut removed, mut added) = (Vec::new(), Vec::new());
+    let mut plan = PodPlan::default();
     if sts {
         for ordinal in lo.unsigned_abs()..hi.unsigned_abs() {
             let name = format!("{}-{ordinal}", target.name);
@@ -126,23 +172,27 @@ pub fn plan_pods(
                     ip: None,
                     ready: false,
                 },
-                |p| (*p).clone(),
+                |p| pod_info(p, Some(ordinal)),
             );
             if to < from {
-                removed.push(info);
+                plan.removed.push(info);
             } else {
-                added.push(info);
+                plan.added.push(info);
             }
         }
     } else if to < from {
         let count = usize::try_from(from - to).unwrap_or(0);
-        for name in choose_leaving(pods, count, operation_id) {
+        for name in choose_leaving(pods, count, operation_id, choosing) {
             if let Some(p) = by_name.get(&name) {
-                removed.push((*p).clone());
+                if !chosen_by(p, operation_id) {
+                    plan.to_mark.push(name.clone());
+                }
+                plan.removed.push(pod_info(p, None));
             }
         }
     }
-    (removed, added, all)
+    plan.all = all;
+    plan
 }
 
 /// The default allow-list: the target's own pods (by IP).
@@ -270,13 +320,24 @@ impl HookEnv {
             },
             None => Vec::new(),
         };
-        let (removed, added, all) = plan_pods(&target, &pods, op.from, op.to, &op.id);
-        if target.honours_deletion_cost()
-            && op.direction == Direction::Down
-            && call.hook == Hook::PreScale
+        let choosing = if call.hook == Hook::PreScale {
+            Choosing::Complete
+        } else {
+            Choosing::Keep
+        };
+        let PodPlan {
+            removed,
+            added,
+            all,
+            to_mark,
+        } = plan_pods(&target, &pods, (op.from, op.to), &op.id, choosing);
+        if target.honours_deletion_cost() && op.direction == Direction::Down && !to_mark.is_empty()
         {
-            let names: Vec<String> = removed.iter().map(|p| p.name.clone()).collect();
-            if let Err(e) = self.targets.mark_leaving(&namespace, &names, &op.id).await {
+            if let Err(e) = self
+                .targets
+                .mark_leaving(&namespace, &to_mark, &op.id)
+                .await
+            {
                 return HookResult::Failed {
                     reason: format!("MarkPods: {e}"),
                 };
@@ -404,7 +465,13 @@ mod tests {
                 )
             })
             .collect();
-        let (removed, added, all) = plan_pods(&sts(), &pods, 3, 1, "op");
+        let PodPlan {
+            removed,
+            added,
+            all,
+            to_mark,
+        } = plan_pods(&sts(), &pods, (3, 1), "op", Choosing::Complete);
+        assert!(to_mark.is_empty(), "StatefulSet pods are never annotated");
         let names: Vec<_> = removed
             .iter()
             .map(|p| (p.name.as_str(), p.ordinal, p.ip.as_deref()))
@@ -430,7 +497,8 @@ mod tests {
             "2026-01-01T00:00:00Z",
             None,
         )];
-        let (removed, added, _) = plan_pods(&sts(), &pods, 1, 3, "op");
+        let PodPlan { removed, added, .. } =
+            plan_pods(&sts(), &pods, (1, 3), "op", Choosing::Complete);
         assert!(removed.is_empty());
         let added: Vec<_> = added
             .iter()
@@ -450,7 +518,10 @@ mod tests {
             pod("web-c", "127.1.0.3", false, "2026-01-01T00:00:00Z", None),
             pod("web-d", "127.1.0.4", true, "2026-01-02T00:00:00Z", None),
         ];
-        assert_eq!(choose_leaving(&pods, 2, "op1"), ["web-c", "web-b"]);
+        assert_eq!(
+            choose_leaving(&pods, 2, "op1", Choosing::Complete),
+            ["web-c", "web-b"]
+        );
         // Once chosen (annotated), the same pods stay chosen even if readiness changes.
         let pods = vec![
             pod(
@@ -470,11 +541,90 @@ mod tests {
                 Some("op1"),
             ),
         ];
-        assert_eq!(choose_leaving(&pods, 2, "op1"), ["web-a", "web-d"]);
+        assert_eq!(
+            choose_leaving(&pods, 2, "op1", Choosing::Complete),
+            ["web-a", "web-d"]
+        );
         // An annotation of another operation does not count.
-        assert_eq!(choose_leaving(&pods, 1, "op2"), ["web-a"]);
-        let (removed, _, _) = plan_pods(&deploy(), &pods, 4, 2, "op1");
-        assert_eq!(removed.len(), 2);
+        assert_eq!(
+            choose_leaving(&pods, 1, "op2", Choosing::Complete),
+            ["web-a"]
+        );
+        let plan = plan_pods(&deploy(), &pods, (4, 2), "op1", Choosing::Complete);
+        assert_eq!(plan.removed.len(), 2);
+        assert!(plan.to_mark.is_empty(), "both already carry op1");
+        let plan = plan_pods(&deploy(), &pods, (4, 1), "op1", Choosing::Complete);
+        assert_eq!(
+            plan.to_mark,
+            ["web-c"],
+            "the third pod is chosen and marked"
+        );
+    }
+
+    fn terminating(mut pod: Pod) -> Pod {
+        pod.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-01-04T00:00:00Z".parse().unwrap(),
+            ));
+        pod
+    }
+
+    /// After the controller starts deleting the chosen pods, every later call of the operation
+    /// still names them, and never the pods that stay (the kept workers must not be drained).
+    #[test]
+    fn deployment_leaving_pods_stay_the_chosen_ones_while_they_terminate() {
+        let pods = vec![
+            pod("web-a", "127.1.0.1", true, "2026-01-01T00:00:00Z", None),
+            pod("web-b", "127.1.0.2", true, "2026-01-01T00:00:00Z", None),
+            terminating(pod(
+                "web-c",
+                "127.1.0.3",
+                true,
+                "2026-01-01T00:00:00Z",
+                Some("op1"),
+            )),
+            terminating(pod(
+                "web-d",
+                "127.1.0.4",
+                true,
+                "2026-01-01T00:00:00Z",
+                Some("op1"),
+            )),
+        ];
+        for choosing in [Choosing::Complete, Choosing::Keep] {
+            let plan = plan_pods(&deploy(), &pods, (4, 2), "op1", choosing);
+            let removed: Vec<_> = plan
+                .removed
+                .iter()
+                .map(|p| (p.name.as_str(), p.ip.as_deref()))
+                .collect();
+            assert_eq!(
+                removed,
+                [("web-c", Some("127.1.0.3")), ("web-d", Some("127.1.0.4"))],
+                "{choosing:?}"
+            );
+            let all: Vec<_> = plan.all.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(all, ["web-a", "web-b"], "{choosing:?}");
+            assert!(plan.to_mark.is_empty());
+        }
+        // Once they are gone, a post-scale call reports no leaving pod rather than others.
+        let plan = plan_pods(&deploy(), &pods[..2], (4, 2), "op1", Choosing::Keep);
+        assert!(plan.removed.is_empty());
+        // A terminating pod nobody chose is never chosen.
+        let others = vec![
+            pod("web-a", "127.1.0.1", true, "2026-01-01T00:00:00Z", None),
+            terminating(pod(
+                "web-z",
+                "127.1.0.9",
+                false,
+                "2026-01-09T00:00:00Z",
+                None,
+            )),
+        ];
+        assert_eq!(
+            choose_leaving(&others, 1, "op1", Choosing::Complete),
+            ["web-a"]
+        );
     }
 
     #[test]

@@ -3,15 +3,19 @@
 //! - `hoist run`: the operator (controllers for Scalers).
 //! - `hoist crds`: print the `CustomResourceDefinitions` as YAML.
 //! - `hoist plugin check|run|pack`: verify, run locally, and package hook plugins.
+//! - `hoist simulate`: replay a metric trace through a builtin autoscaling algorithm.
 #![forbid(unsafe_code)]
 
 mod act;
+mod autoscaling;
 mod cli;
 mod controller;
 mod error;
+mod events;
 mod hook_call;
 mod http_server;
 mod leader;
+mod metric_source;
 mod metrics;
 mod observe;
 mod plugin_configmap;
@@ -42,6 +46,8 @@ enum Command {
     /// Work with hook plugins: check, run locally, pack into a ConfigMap.
     #[command(subcommand)]
     Plugin(cli::plugin::Command),
+    /// Replay a metric trace through a builtin autoscaling algorithm and plot the replicas.
+    Simulate(Box<cli::simulate::Args>),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(&args),
         Command::Crds(args) => cli::crds::run(&args),
         Command::Plugin(cmd) => cli::plugin::run(cmd),
+        Command::Simulate(args) => cli::simulate::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -32,6 +32,11 @@ pub struct HookLatencyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabels {
     pub stage: String,
 }
@@ -54,6 +59,7 @@ pub struct Metrics {
     pub failures: Family<StageLabels, Counter>,
     pub scale_writes: Counter,
     pub leader: Gauge,
+    pub kube_requests: Family<MethodLabels, Counter>,
 }
 
 impl Metrics {
@@ -116,6 +122,12 @@ impl Metrics {
             "1 while this process holds the leader lease",
             leader.clone(),
         );
+        let kube_requests = Family::<MethodLabels, Counter>::default();
+        registry.register(
+            "kube_requests",
+            "Requests sent to the Kubernetes API server, by HTTP method (watches count once)",
+            kube_requests.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -127,6 +139,7 @@ impl Metrics {
             failures,
             scale_writes,
             leader,
+            kube_requests,
         }
     }
 

@@ -62,3 +62,40 @@ pub async fn observe(scaler: &Scaler, targets: &Targets, plugins: &PluginRegistr
         selector,
     }
 }
+
+/// How the cached Scaler compares with the API server's.
+#[derive(Debug)]
+pub enum Freshness {
+    /// The cache holds the current version.
+    Current,
+    /// The API server has a newer version.
+    Newer(Box<Scaler>),
+    /// The Scaler was deleted.
+    Gone,
+}
+
+/// Compares the cached Scaler with the API server's. A reconcile can run on a cached copy that
+/// predates hoist's own last status write (the target's watch event arrived before the
+/// Scaler's): before a side effect outside the Scaler (a hook call, a `/scale` write) the
+/// operator re-reads, so a stage that already ended is never acted on twice.
+pub async fn freshness(
+    client: &kube::Client,
+    cached: &Scaler,
+) -> Result<Freshness, crate::error::OperatorError> {
+    let namespace = cached.namespace().unwrap_or_default();
+    let api: kube::Api<Scaler> = kube::Api::namespaced(client.clone(), &namespace);
+    let current = api.get_opt(&cached.name_any()).await.map_err(|source| {
+        crate::error::OperatorError::ReadScaler {
+            scaler: format!("{namespace}/{}", cached.name_any()),
+            source,
+        }
+    })?;
+    Ok(match current {
+        None => Freshness::Gone,
+        Some(c) if c.resource_version() == cached.resource_version() => Freshness::Current,
+        Some(mut c) => {
+            c.managed_fields_mut().clear();
+            Freshness::Newer(Box::new(c))
+        }
+    })
+}

@@ -182,7 +182,8 @@ impl Targets {
         Ok(())
     }
 
-    /// The target's pods (not being deleted), by the selector its `/scale` reports.
+    /// The target's pods, by the selector its `/scale` reports, including those being deleted
+    /// (a scale-down's leaving pods stay in its hook context until they are gone).
     pub async fn pods(&self, namespace: &str, selector: &str) -> Result<Vec<Pod>, OperatorError> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let list = pods
@@ -192,11 +193,7 @@ impl Targets {
                 namespace: namespace.to_string(),
                 source,
             })?;
-        Ok(list
-            .items
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .collect())
+        Ok(list.items)
     }
 
     /// Marks the pods an operation chose to remove, so that a Deployment/ReplicaSet removes

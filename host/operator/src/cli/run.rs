@@ -11,16 +11,18 @@ use anyhow::Context as _;
 use hoist_api::Scaler;
 use hoist_sandbox::{Sandbox, SandboxConfig};
 use kube::api::ListParams;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::{Api, Client};
 
 use crate::act::Actor;
+use crate::autoscaling::Autoscalers;
 use crate::controller::{self, Context, Parts};
 use crate::error::OperatorError;
+use crate::events::Publisher;
 use crate::hook_call::HookEnv;
 use crate::http_server::{self, Health};
 use crate::leader;
-use crate::metrics::Metrics;
+use crate::metrics::{MethodLabels, Metrics};
 use crate::target::Targets;
 
 /// Log output format.
@@ -54,6 +56,11 @@ pub struct Args {
     /// This replica's identity (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Watch and act in this namespace only (Scalers, their targets, plugin ConfigMaps);
+    /// by default every namespace. With it the operator needs only namespaced RBAC (a Role),
+    /// and several operators can each own one namespace of a cluster.
+    #[arg(long, env = "HOIST_WATCH_NAMESPACE", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
     /// Scalers reconciled at once.
     #[arg(long, env = "HOIST_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
@@ -107,11 +114,12 @@ async fn shutdown_signal() {
     tokio::select! { () = ctrl_c => {}, () = term => {} }
 }
 
-async fn check_crd(client: &Client) -> Result<(), OperatorError> {
-    match Api::<Scaler>::all(client.clone())
-        .list_metadata(&ListParams::default().limit(1))
-        .await
-    {
+async fn check_crd(client: &Client, namespace: Option<&str>) -> Result<(), OperatorError> {
+    let scalers: Api<Scaler> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    match scalers.list_metadata(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => {
             Err(OperatorError::CrdMissing { reason: s.message })
@@ -120,6 +128,26 @@ async fn check_crd(client: &Client) -> Result<(), OperatorError> {
             reason: e.to_string(),
         }),
     }
+}
+
+/// A client from the environment whose every request counts in `hoist_kube_requests_total`.
+async fn counting_client(metrics: &Arc<Metrics>) -> Result<Client, OperatorError> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| OperatorError::Connect(kube::Error::InferConfig(e)))?;
+    let requests = metrics.kube_requests.clone();
+    let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        requests
+            .get_or_create(&MethodLabels {
+                method: req.method().as_str().to_string(),
+            })
+            .inc();
+        req
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)
+        .map_err(OperatorError::Connect)?
+        .with_layer(&count)
+        .build())
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -136,12 +164,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     reason = "start-up reads top to bottom: client, CRD, endpoints, sandbox, lease, controller, shutdown"
 )]
 async fn operate(args: &Args) -> Result<(), OperatorError> {
-    let client = Client::try_default()
-        .await
-        .map_err(OperatorError::Connect)?;
-    check_crd(&client).await?;
-
     let metrics = Arc::new(Metrics::new());
+    let client = counting_client(&metrics).await?;
+    check_crd(&client, args.namespace.as_deref()).await?;
+    if let Some(ns) = &args.namespace {
+        tracing::info!(namespace = %ns, "watching one namespace");
+    }
+
     let health = Arc::new(Health::default());
     let (bound, serve) =
         http_server::bind(args.metrics_addr, health.clone(), metrics.clone()).await?;
@@ -185,13 +214,15 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
     let (cm_store, cm_writer) = controller::plugin_store();
     let (plugins, loads) = controller::plugin_registry(sandbox.clone(), cm_store, metrics.clone());
     let targets = Targets::new(client.clone());
-    let recorder = Recorder::new(
+    let recorder = Publisher::new(
         client.clone(),
         Reporter {
             controller: "hoist".into(),
             instance: Some(identity.clone()),
         },
     );
+    let (autoscalers, autoscaling_triggers) =
+        Autoscalers::new(client.clone(), args.namespace.clone());
     let context = Arc::new(Context {
         hooks: HookEnv {
             runner: Arc::new(sandbox),
@@ -206,6 +237,7 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
             metrics: metrics.clone(),
         },
         metrics: metrics.clone(),
+        autoscalers,
     });
     let parts = Parts {
         client,
@@ -214,6 +246,8 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
         loads,
         recorder,
         concurrency: args.concurrency.max(1),
+        namespace: args.namespace.clone(),
+        autoscaling_triggers,
     };
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
