@@ -8,49 +8,11 @@
     reason = "test code"
 )]
 
-use std::time::Duration;
-
 use hoist_api::Scaler;
-use hoist_tests::{Cluster, TestNamespace, wait};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use hoist_tests::{Cluster, TestNamespace};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-
-async fn install_scaler_crd(ns: &TestNamespace) {
-    let text = std::fs::read_to_string(hoist_tests::repo_root().join("crds/scaler.yaml")).unwrap();
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(ns.client.clone());
-    let name = crd.metadata.name.clone().unwrap();
-    crds.patch(
-        &name,
-        &PatchParams::apply("hoist-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("the API server accepts the Scaler CRD (its CEL rules compile within cost limits)");
-    wait::until(
-        Duration::from_mins(1),
-        "scalers.hoist.dev Established",
-        || {
-            let crds = crds.clone();
-            let name = name.clone();
-            async move {
-                Ok(crds
-                    .get(&name)
-                    .await?
-                    .status
-                    .and_then(|s| s.conditions)
-                    .is_some_and(|cs| {
-                        cs.iter()
-                            .any(|c| c.type_ == "Established" && c.status == "True")
-                    }))
-            }
-        },
-    )
-    .await
-    .unwrap();
-}
 
 fn scaler(name: &str, spec: &Value) -> Value {
     json!({"apiVersion": "hoist.dev/v1alpha1", "kind": "Scaler", "metadata": {"name": name}, "spec": spec})
@@ -72,7 +34,9 @@ async fn create(ns: &TestNamespace, object: &Value) -> Result<Scaler, kube::Erro
 #[tokio::test]
 async fn scaler_crd_installs_and_enforces_its_rules() {
     let ns = Cluster::shared().namespace("crd-scaler").await.unwrap();
-    install_scaler_crd(&ns).await;
+    hoist_tests::operator::install_scaler_crd(&ns.client)
+        .await
+        .expect("the API server accepts the Scaler CRD (its CEL rules compile within cost limits)");
 
     // A valid Scaler is accepted and served with its /scale subresource.
     let valid = scaler(

@@ -10,6 +10,9 @@
 //! skipped test.
 #![forbid(unsafe_code)]
 
+pub mod operator;
+pub mod prometheus;
+pub mod scenario;
 pub mod trino;
 pub mod wait;
 

@@ -1,0 +1,1076 @@
+//! End to end: the real `hoist run` binary against the real control plane (tests/cluster),
+//! with hook peers that are real HTTP servers on the pods' loopback IPs.
+//!
+//! Each test works in a namespace of its own and starts its own operator with
+//! `--namespace <that namespace>`, so tests run in parallel over one cluster without one
+//! test's operator touching another test's Scalers (and a test can kill its operator).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::too_many_lines,
+    reason = "tests"
+)]
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hoist_api::{Scaler, Stage};
+use hoist_tests::operator::{
+    Operator, OperatorOptions, apply_configmap, apply_plugin_configmap, install_scaler_crd,
+    install_widget_crd, plugin_path, widget_resource,
+};
+use hoist_tests::scenario::{
+    LONG, create_statefulset, is_idle_at, set_desired, sts_ref, wait_statefulset_ready,
+};
+use hoist_tests::trino::TrinoWorker;
+use hoist_tests::{Cluster, TestNamespace, wait};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------------------
+// Kit
+// ---------------------------------------------------------------------------------------
+
+/// A namespace with the CRD installed and an operator watching only it.
+struct Env {
+    ns: TestNamespace,
+    op: Operator,
+}
+
+fn plugin_cache() -> PathBuf {
+    // One cache per test process: plugins are compiled once and shared (writes are atomic).
+    Cluster::shared()
+        .dir()
+        .join(format!("plugin-cache-e2e-{}", std::process::id()))
+}
+
+fn scoped_options(ns: &str) -> OperatorOptions {
+    OperatorOptions {
+        plugin_cache_dir: Some(plugin_cache()),
+        extra_args: vec!["--namespace".into(), ns.into()],
+        ..OperatorOptions::default()
+    }
+}
+
+async fn start_operator(ns: &str) -> Operator {
+    Operator::start(Cluster::shared(), &scoped_options(ns))
+        .await
+        .expect("hoist run starts")
+}
+
+async fn env(prefix: &str) -> Env {
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace(prefix).await.unwrap();
+    install_scaler_crd(&ns.client).await.unwrap();
+    let op = start_operator(&ns.name).await;
+    Env { ns, op }
+}
+
+/// The IPs of a StatefulSet's pods by ordinal.
+async fn pod_ips(ns: &TestNamespace, set: &str) -> BTreeMap<u32, IpAddr> {
+    let pods = ns.api::<Pod>();
+    wait::for_value(LONG, &format!("IPs of {set}'s pods"), || {
+        let pods = pods.clone();
+        let set = set.to_string();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels(&format!("app={set}")))
+                .await?;
+            let mut out = BTreeMap::new();
+            for p in &list.items {
+                let Some(ordinal) = p
+                    .name_any()
+                    .strip_prefix(&format!("{set}-"))
+                    .and_then(|o| o.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                match p.status.as_ref().and_then(|s| s.pod_ip.as_deref()) {
+                    Some(ip) => {
+                        out.insert(ordinal, ip.parse()?);
+                    }
+                    None => return Ok(None),
+                }
+            }
+            Ok((!out.is_empty()).then_some(out))
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Fake Trino workers on the given ordinals' pod IPs, all on one port (returned).
+async fn start_workers(
+    ips: &BTreeMap<u32, IpAddr>,
+    ordinals: &[u32],
+    polls_to_drain: u32,
+) -> (u16, BTreeMap<u32, TrinoWorker>) {
+    let mut port = 0;
+    let mut workers = BTreeMap::new();
+    for o in ordinals {
+        let w = TrinoWorker::start(ips[o], port, polls_to_drain)
+            .await
+            .unwrap();
+        port = w.addr().port();
+        workers.insert(*o, w);
+    }
+    (port, workers)
+}
+
+fn trino_hooks(config_map: &str, port: u16) -> Value {
+    json!({"plugin": {"configMap": config_map}, "config": {"port": port, "pollIntervalMs": 300}})
+}
+
+async fn create_scaler(
+    ns: &TestNamespace,
+    name: &str,
+    target: Value,
+    hooks: Option<Value>,
+    extra: Value,
+) {
+    let mut spec = json!({"targetRef": target, "minReplicas": 1, "maxReplicas": 10});
+    if let Some(h) = hooks {
+        spec["hooks"] = h;
+    }
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    let scaler: Scaler = serde_json::from_value(json!({
+        "apiVersion": "hoist.dev/v1alpha1", "kind": "Scaler",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .unwrap();
+    ns.api::<Scaler>()
+        .create(&PostParams::default(), &scaler)
+        .await
+        .unwrap();
+}
+
+async fn wait_scaler(
+    ns: &TestNamespace,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Scaler) -> bool,
+) -> Scaler {
+    let api = ns.api::<Scaler>();
+    let check = &check;
+    wait::for_value(LONG, &format!("Scaler {name}: {what}"), || {
+        let api = api.clone();
+        async move {
+            let s = api.get(name).await?;
+            Ok(check(&s).then_some(s))
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn stage(s: &Scaler) -> Option<Stage> {
+    s.status.as_ref().map(|st| st.stage)
+}
+
+fn op_id(s: &Scaler) -> Option<String> {
+    s.status
+        .as_ref()
+        .and_then(|st| st.operation.as_ref())
+        .map(|o| o.id.clone())
+}
+
+async fn wait_idle_at(ns: &TestNamespace, name: &str, replicas: i32) -> Scaler {
+    wait_scaler(ns, name, &format!("Idle at {replicas}"), |s| {
+        is_idle_at(s, replicas)
+    })
+    .await
+}
+
+async fn sts_spec_replicas(ns: &TestNamespace, name: &str) -> Option<i32> {
+    ns.api::<StatefulSet>()
+        .get(name)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.replicas)
+}
+
+/// Records every distinct value `f` yields for one object, with when a watch saw it.
+struct Recording<T> {
+    seen: Arc<Mutex<Vec<(Instant, T)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<T: Clone> Recording<T> {
+    fn values(&self) -> Vec<T> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn entries(&self) -> Vec<(Instant, T)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl<T> Drop for Recording<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn record<K, T, F>(api: Api<K>, name: &str, f: F) -> Recording<T>
+where
+    K: Resource
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Clone + Eq + std::hash::Hash,
+    T: PartialEq + Clone + Send + 'static,
+    F: Fn(&K) -> T + Send + 'static,
+{
+    let seen: Arc<Mutex<Vec<(Instant, T)>>> = Arc::default();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let sink = seen.clone();
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let task = tokio::spawn(async move {
+        let mut ready = Some(ready_tx);
+        let mut stream = std::pin::pin!(watcher(api, config).default_backoff().touched_objects());
+        while let Some(item) = stream.next().await {
+            let Ok(obj) = item else { continue };
+            let value = f(&obj);
+            let mut seen = sink.lock().unwrap();
+            if seen.last().is_none_or(|(_, last)| *last != value) {
+                seen.push((Instant::now(), value));
+            }
+            drop(seen);
+            if let Some(tx) = ready.take() {
+                let _ = tx.send(());
+            }
+        }
+    });
+    // Wait for the first observation so nothing after this call is missed.
+    let _ = tokio::time::timeout(LONG, ready_rx).await;
+    Recording { seen, task }
+}
+
+/// Reasons of the Events about a Scaler, oldest first.
+async fn event_reasons(ns: &TestNamespace, scaler: &str) -> Vec<String> {
+    let list = ns
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let mut events: Vec<&Event> = list
+        .items
+        .iter()
+        .filter(|e| {
+            e.involved_object.kind.as_deref() == Some("Scaler")
+                && e.involved_object.name.as_deref() == Some(scaler)
+        })
+        .collect();
+    events.sort_by_key(|e| {
+        e.event_time
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    });
+    events.iter().filter_map(|e| e.reason.clone()).collect()
+}
+
+fn assert_in_order(haystack: &[String], needles: &[&str]) {
+    let mut at = 0;
+    for n in needles {
+        match haystack[at..].iter().position(|h| h == n) {
+            Some(i) => at += i + 1,
+            None => panic!("event {n} missing or out of order in {haystack:?}"),
+        }
+    }
+}
+
+/// Sum of the samples of `family` whose label set contains every `labels` pair.
+fn metric(text: &str, family: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name_labels, value) = l.rsplit_once(' ')?;
+            let (name, rest) = match name_labels.split_once('{') {
+                Some((n, r)) => (n, r),
+                None => (name_labels, ""),
+            };
+            if name != family {
+                return None;
+            }
+            labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+async fn plugin_digest_hex(ns: &TestNamespace, config_map: &str) -> String {
+    ns.api::<ConfigMap>()
+        .get(config_map)
+        .await
+        .unwrap()
+        .annotations()
+        .get("hoist.dev/plugin-sha256")
+        .cloned()
+        .expect("hoist plugin pack annotates the digest")
+}
+
+fn op_digest(s: &Scaler) -> Option<String> {
+    s.status
+        .as_ref()
+        .and_then(|st| st.operation.as_ref())
+        .and_then(|o| o.plugin_digest.clone())
+}
+
+fn hook_in_progress(s: &Scaler) -> bool {
+    stage(s) == Some(Stage::PreScaling)
+        && s.status
+            .as_ref()
+            .and_then(|st| st.operation.as_ref())
+            .is_some_and(|o| o.hook_state.is_some())
+}
+
+/// A StatefulSet of `n` with trino-drain workers on every pod, a Scaler over it (Idle at n).
+struct TrinoSetup {
+    workers: BTreeMap<u32, TrinoWorker>,
+    port: u16,
+}
+
+async fn trino_setup(e: &Env, name: &str, n: i32, polls_to_drain: u32) -> TrinoSetup {
+    apply_plugin_configmap(&e.ns, "trino-drain", &plugin_path("trino-drain").unwrap())
+        .await
+        .unwrap();
+    create_statefulset(&e.ns, name, n).await.unwrap();
+    let ips = pod_ips(&e.ns, name).await;
+    let ordinals: Vec<u32> = ips.keys().copied().collect();
+    let (port, workers) = start_workers(&ips, &ordinals, polls_to_drain).await;
+    create_scaler(
+        &e.ns,
+        name,
+        sts_ref(name),
+        Some(trino_hooks("trino-drain", port)),
+        json!({}),
+    )
+    .await;
+    wait_idle_at(&e.ns, name, n).await;
+    TrinoSetup { workers, port }
+}
+
+fn states(w: &TrinoWorker) -> Vec<String> {
+    w.history().into_iter().map(|t| t.state).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Scale down through trino-drain
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_down_drains_leaving_workers_before_the_statefulset_shrinks() {
+    let e = env("e2e-down").await;
+    let t = trino_setup(&e, "trino", 3, 3).await;
+    let stages = record(e.ns.api::<Scaler>(), "trino", stage).await;
+    let spec = record(e.ns.api::<StatefulSet>(), "trino", |s: &StatefulSet| {
+        s.spec.as_ref().and_then(|s| s.replicas)
+    })
+    .await;
+
+    set_desired(&e.ns, "trino", 1).await.unwrap();
+    wait_idle_at(&e.ns, "trino", 1).await;
+    wait_statefulset_ready(&e.ns, "trino", 1).await.unwrap();
+
+    assert_eq!(
+        stages.values(),
+        vec![
+            Some(Stage::Idle),
+            Some(Stage::PreScaling),
+            Some(Stage::Scaling),
+            Some(Stage::PostScaling),
+            Some(Stage::Idle)
+        ],
+        "operator log:\n{}",
+        e.op.log()
+    );
+    assert_in_order(
+        &event_reasons(&e.ns, "trino").await,
+        &[
+            "Adopted",
+            "OperationStarted",
+            "Scaling",
+            "Scaled",
+            "OperationSucceeded",
+        ],
+    );
+    // The StatefulSet's spec went 3 → 1 once, after both leaving workers reported DRAINED.
+    let changes = spec.entries();
+    assert_eq!(
+        changes.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
+        vec![Some(3), Some(1)]
+    );
+    let shrunk_at = changes[1].0;
+    for o in [1, 2] {
+        let drained = t.workers[&o]
+            .drained_at()
+            .unwrap_or_else(|| panic!("worker {o} never drained: {:?}", t.workers[&o].history()));
+        assert!(
+            drained < shrunk_at,
+            "worker {o} drained after the StatefulSet shrank"
+        );
+    }
+    assert_eq!(
+        states(&t.workers[&0]),
+        vec!["ACTIVE"],
+        "the staying worker is untouched"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Scale up with a hook that only works on scale-down
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_up_passes_through_a_scale_down_only_hook() {
+    let e = env("e2e-up").await;
+    let t = trino_setup(&e, "trino", 1, 3).await;
+    let stages = record(e.ns.api::<Scaler>(), "trino", stage).await;
+    set_desired(&e.ns, "trino", 3).await.unwrap();
+    wait_idle_at(&e.ns, "trino", 3).await;
+    wait_statefulset_ready(&e.ns, "trino", 3).await.unwrap();
+    assert_eq!(
+        stages.values(),
+        vec![
+            Some(Stage::Idle),
+            Some(Stage::PreScaling),
+            Some(Stage::Scaling),
+            Some(Stage::PostScaling),
+            Some(Stage::Idle)
+        ]
+    );
+    assert_eq!(states(&t.workers[&0]), vec!["ACTIVE"]);
+    assert_eq!(t.port, t.workers[&0].addr().port());
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. A failing hook: Failed with the reason, on-failure ran, retry completes; telemetry
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_hook_runs_on_failure_and_retry_completes() {
+    let mut e = env("e2e-fail").await;
+    apply_plugin_configmap(&e.ns, "trino-drain", &plugin_path("trino-drain").unwrap())
+        .await
+        .unwrap();
+    create_statefulset(&e.ns, "trino", 3).await.unwrap();
+    let ips = pod_ips(&e.ns, "trino").await;
+    // No worker answers at trino-2's IP: draining it fails.
+    let (port, mut workers) = start_workers(&ips, &[0, 1], 2).await;
+    create_scaler(
+        &e.ns,
+        "trino",
+        sts_ref("trino"),
+        Some(trino_hooks("trino-drain", port)),
+        json!({}),
+    )
+    .await;
+    wait_idle_at(&e.ns, "trino", 3).await;
+
+    set_desired(&e.ns, "trino", 1).await.unwrap();
+    let failed = wait_scaler(&e.ns, "trino", "Failed with on-failure run", |s| {
+        stage(s) == Some(Stage::Failed)
+            && s.status
+                .as_ref()
+                .and_then(|st| st.failure.as_ref())
+                .is_some_and(|f| f.on_failure != hoist_api::OnFailure::Pending)
+    })
+    .await;
+    let failure = failed.status.unwrap().failure.unwrap();
+    assert_eq!(failure.stage, Stage::PreScaling);
+    assert!(
+        failure.message.contains(&ips[&2].to_string()),
+        "status.failure names the unreachable worker: {failure:?}"
+    );
+    // on-failure put the worker that had been asked to drain back to ACTIVE.
+    assert_eq!(
+        states(&workers[&1]),
+        vec!["ACTIVE", "DRAINING", "ACTIVE"],
+        "operator log:\n{}",
+        e.op.log()
+    );
+    assert_eq!(sts_spec_replicas(&e.ns, "trino").await, Some(3));
+    assert!(
+        event_reasons(&e.ns, "trino")
+            .await
+            .iter()
+            .any(|r| r == "OperationFailed")
+    );
+
+    // Make the cause go away, then ask for a retry.
+    let w2 = TrinoWorker::start(ips[&2], port, 2).await.unwrap();
+    workers.insert(2, w2);
+    e.ns.api::<Scaler>()
+        .patch(
+            "trino",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"hoist.dev/retry": "true"}}})),
+        )
+        .await
+        .unwrap();
+    let done = wait_idle_at(&e.ns, "trino", 1).await;
+    assert!(
+        !done.annotations().contains_key("hoist.dev/retry"),
+        "the operator removes the retry annotation"
+    );
+    assert_eq!(sts_spec_replicas(&e.ns, "trino").await, Some(1));
+    assert!(workers[&1].drained_at().is_some() && workers[&2].drained_at().is_some());
+
+    // Telemetry after this run: every family the issue lists, populated.
+    assert_eq!(e.op.get("/healthz").await.unwrap().0, 200);
+    assert_eq!(e.op.get("/readyz").await.unwrap().0, 200);
+    let m = e.op.metrics().await.unwrap();
+    assert!(
+        metric(&m, "hoist_reconciles_total", &[("result", "ok")]) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "hoist_stage_transitions_total",
+            &[("from", "PreScaling"), ("to", "Failed")]
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "hoist_stage_transitions_total",
+            &[("from", "PostScaling"), ("to", "Idle")]
+        ) >= 1.0,
+        "{m}"
+    );
+    for outcome in ["failed", "in_progress", "done"] {
+        assert!(
+            metric(
+                &m,
+                "hoist_hook_calls_total",
+                &[("hook", "pre-scale"), ("outcome", outcome)]
+            ) >= 1.0,
+            "pre-scale {outcome}: {m}"
+        );
+    }
+    assert!(
+        metric(&m, "hoist_hook_calls_total", &[("hook", "on-failure")]) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "hoist_hook_duration_seconds_count",
+            &[("hook", "pre-scale")]
+        ) >= 3.0,
+        "{m}"
+    );
+    assert!(m.contains("hoist_hook_duration_seconds_bucket{"), "{m}");
+    assert!(
+        metric(&m, "hoist_plugin_loads_total", &[("result", "ok")]) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "hoist_failures_total", &[("stage", "PreScaling")]) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "hoist_kube_requests_total", &[("method", "PATCH")]) >= 1.0,
+        "{m}"
+    );
+
+    // Graceful shutdown.
+    assert_eq!(
+        e.op.terminate(Duration::from_secs(30)).await.unwrap(),
+        Some(0)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. A desired change during PreScaling is kept as pendingReplicas and served afterwards
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desired_change_during_prescaling_is_pending_then_served() {
+    let e = env("e2e-pending").await;
+    let t = trino_setup(&e, "trino", 3, 8).await;
+    let ops = record(e.ns.api::<Scaler>(), "trino", |s: &Scaler| {
+        let st = s.status.clone().unwrap_or_default();
+        (
+            st.stage,
+            st.operation.map(|o| (o.id, o.to)),
+            st.pending_replicas,
+        )
+    })
+    .await;
+    let spec = record(e.ns.api::<StatefulSet>(), "trino", |s: &StatefulSet| {
+        s.spec.as_ref().and_then(|s| s.replicas)
+    })
+    .await;
+
+    set_desired(&e.ns, "trino", 1).await.unwrap();
+    let first = wait_scaler(&e.ns, "trino", "pre-scale in progress", hook_in_progress).await;
+    let first_id = op_id(&first).unwrap();
+    set_desired(&e.ns, "trino", 2).await.unwrap();
+    let pending = wait_scaler(&e.ns, "trino", "pendingReplicas 2", |s| {
+        s.status.as_ref().and_then(|st| st.pending_replicas) == Some(2)
+    })
+    .await;
+    let op = pending.status.unwrap().operation.unwrap();
+    assert_eq!(
+        (op.id.as_str(), op.to),
+        (first_id.as_str(), 1),
+        "the in-flight operation is unchanged"
+    );
+
+    wait_idle_at(&e.ns, "trino", 2).await;
+    wait_statefulset_ready(&e.ns, "trino", 2).await.unwrap();
+    for (_, op, _) in ops.values() {
+        if let Some((id, to)) = op
+            && id == first_id
+        {
+            assert_eq!(to, 1, "operation {id} kept its frozen `to`");
+        }
+    }
+    assert!(
+        ops.values().iter().any(|(_, op, _)| op
+            .as_ref()
+            .is_some_and(|(id, to)| *id != first_id && *to == 2)),
+        "the pending count was served by a second operation: {:?}",
+        ops.values()
+    );
+    assert_eq!(
+        spec.values(),
+        vec![Some(3), Some(1), Some(2)],
+        "served after the first operation finished"
+    );
+    assert!(t.workers[&1].drained_at().is_some() && t.workers[&2].drained_at().is_some());
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. The operator killed mid-operation: a new process resumes the same operation
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_in_prescaling_a_new_operator_resumes_the_same_operation() {
+    let mut e = env("e2e-kill-pre").await;
+    let t = trino_setup(&e, "trino", 3, 10).await;
+    let ids = record(e.ns.api::<Scaler>(), "trino", op_id).await;
+    let spec = record(e.ns.api::<StatefulSet>(), "trino", |s: &StatefulSet| {
+        s.spec.as_ref().and_then(|s| s.replicas)
+    })
+    .await;
+
+    set_desired(&e.ns, "trino", 1).await.unwrap();
+    let s = wait_scaler(&e.ns, "trino", "pre-scale in progress", hook_in_progress).await;
+    let id = op_id(&s).unwrap();
+    e.op.kill_hard().unwrap();
+    assert_eq!(t.workers[&1].state(), "DRAINING");
+    assert_eq!(sts_spec_replicas(&e.ns, "trino").await, Some(3));
+
+    let op2 = start_operator(&e.ns.name).await;
+    wait_idle_at(&e.ns, "trino", 1).await;
+    let seen: Vec<String> = ids.values().into_iter().flatten().collect();
+    assert!(
+        seen.iter().all(|i| *i == id),
+        "one operation throughout: {seen:?}\nnew operator log:\n{}",
+        op2.log()
+    );
+    let changes = spec.entries();
+    assert_eq!(
+        changes.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
+        vec![Some(3), Some(1)]
+    );
+    for o in [1, 2] {
+        let drained = t.workers[&o].drained_at().expect("drained");
+        assert!(
+            drained < changes[1].0,
+            "the StatefulSet shrank before worker {o} drained"
+        );
+    }
+}
+
+async fn set_widget_status(api: &Api<DynamicObject>, name: &str, replicas: i64) {
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"replicas": replicas}})),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_in_scaling_a_new_operator_resumes_the_same_operation() {
+    let mut e = env("e2e-kill-scaling").await;
+    install_widget_crd(&e.ns.client).await.unwrap();
+    let ar = widget_resource();
+    let widgets: Api<DynamicObject> = Api::namespaced_with(e.ns.client.clone(), &e.ns.name, &ar);
+    let mut w = DynamicObject::new("w", &ar);
+    w.data = json!({"spec": {"replicas": 2}});
+    widgets.create(&PostParams::default(), &w).await.unwrap();
+    set_widget_status(&widgets, "w", 2).await;
+    create_scaler(
+        &e.ns,
+        "w",
+        json!({"apiVersion": "fixtures.hoist.dev/v1", "kind": "Widget", "name": "w"}),
+        None,
+        json!({}),
+    )
+    .await;
+    wait_idle_at(&e.ns, "w", 2).await;
+    let ids = record(e.ns.api::<Scaler>(), "w", op_id).await;
+
+    // The widget's "controller" (this test) has not caught up: Scaling waits.
+    set_desired(&e.ns, "w", 4).await.unwrap();
+    let s = wait_scaler(&e.ns, "w", "Scaling", |s| stage(s) == Some(Stage::Scaling)).await;
+    let id = op_id(&s).unwrap();
+    assert_eq!(
+        widgets.get("w").await.unwrap().data["spec"]["replicas"],
+        json!(4)
+    );
+    e.op.kill_hard().unwrap();
+
+    let op2 = start_operator(&e.ns.name).await;
+    // The new process has looked at the Scaler at least once and kept it in Scaling.
+    wait::until(LONG, "the new operator reconciled", || {
+        let op2 = &op2;
+        async move { Ok(metric(&op2.metrics().await?, "hoist_reconciles_total", &[]) >= 1.0) }
+    })
+    .await
+    .unwrap();
+    let s = e.ns.api::<Scaler>().get("w").await.unwrap();
+    assert_eq!(
+        (stage(&s), op_id(&s)),
+        (Some(Stage::Scaling), Some(id.clone()))
+    );
+
+    set_widget_status(&widgets, "w", 4).await;
+    wait_idle_at(&e.ns, "w", 4).await;
+    let seen: Vec<String> = ids.values().into_iter().flatten().collect();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|i| *i == id),
+        "one operation throughout: {seen:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Plugin hot swap during an operation
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_swap_mid_operation_keeps_the_old_digest_until_the_next_one() {
+    let e = env("e2e-swap").await;
+    let t = trino_setup(&e, "trino", 3, 10).await;
+    let old = plugin_digest_hex(&e.ns, "trino-drain").await;
+    let digests = record(e.ns.api::<Scaler>(), "trino", |s: &Scaler| {
+        (op_id(s), op_digest(s))
+    })
+    .await;
+
+    set_desired(&e.ns, "trino", 2).await.unwrap();
+    let s = wait_scaler(&e.ns, "trino", "pre-scale in progress", hook_in_progress).await;
+    let first_id = op_id(&s).unwrap();
+    // Swap the ConfigMap's plugin for another build (the noop fixture) while draining.
+    apply_plugin_configmap(&e.ns, "trino-drain", &plugin_path("fixture-noop").unwrap())
+        .await
+        .unwrap();
+    let new = plugin_digest_hex(&e.ns, "trino-drain").await;
+    assert_ne!(old, new);
+    let now = e.ns.api::<Scaler>().get("trino").await.unwrap();
+    assert_eq!(
+        op_id(&now).as_deref(),
+        Some(first_id.as_str()),
+        "the swap landed while the operation was in flight"
+    );
+
+    wait_idle_at(&e.ns, "trino", 2).await;
+    assert!(
+        t.workers[&2].drained_at().is_some(),
+        "the old plugin drained"
+    );
+    set_desired(&e.ns, "trino", 1).await.unwrap();
+    wait_idle_at(&e.ns, "trino", 1).await;
+
+    let seen = digests.values();
+    for (id, digest) in &seen {
+        let (Some(id), Some(digest)) = (id, digest) else {
+            continue;
+        };
+        if *id == first_id {
+            assert!(
+                digest.ends_with(&old),
+                "in-flight op on the old plugin: {seen:?}"
+            );
+        } else {
+            assert!(
+                digest.ends_with(&new),
+                "the next op on the new plugin: {seen:?}"
+            );
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|(id, d)| id.as_ref().is_some_and(|i| *i != first_id) && d.is_some()),
+        "a second operation was recorded: {seen:?}"
+    );
+    // The noop build does not drain: the second leaving worker was never asked.
+    assert_eq!(states(&t.workers[&1]), vec!["ACTIVE"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. A broken plugin affects only its own Scaler
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_plugin_blocks_only_its_own_scaler() {
+    let e = env("e2e-broken").await;
+    let garbage: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "broken", "labels": {"hoist.dev/plugin": "true"}},
+        "binaryData": {"plugin.wasm": "bm90IGEgd2FzbSBjb21wb25lbnQgYXQgYWxs"}
+    }))
+    .unwrap();
+    apply_configmap(&e.ns, "broken", &garbage).await.unwrap();
+    apply_plugin_configmap(&e.ns, "noop", &plugin_path("fixture-noop").unwrap())
+        .await
+        .unwrap();
+    create_statefulset(&e.ns, "a", 2).await.unwrap();
+    create_statefulset(&e.ns, "b", 2).await.unwrap();
+    let hooks = |cm: &str| json!({"plugin": {"configMap": cm}});
+    create_scaler(&e.ns, "bad", sts_ref("a"), Some(hooks("broken")), json!({})).await;
+    create_scaler(&e.ns, "good", sts_ref("b"), Some(hooks("noop")), json!({})).await;
+
+    let bad = wait_scaler(&e.ns, "bad", "HooksReady=False", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.conditions.iter().any(|c| {
+                c.type_ == "HooksReady" && c.status == "False" && c.reason == "PluginInvalid"
+            })
+        })
+    })
+    .await;
+    let cond = bad
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "HooksReady")
+        .unwrap();
+    assert!(cond.message.contains("broken"), "{cond:?}");
+
+    wait_idle_at(&e.ns, "good", 2).await;
+    set_desired(&e.ns, "bad", 1).await.unwrap();
+    set_desired(&e.ns, "good", 1).await.unwrap();
+    wait_idle_at(&e.ns, "good", 1).await;
+    wait_statefulset_ready(&e.ns, "b", 1).await.unwrap();
+    let bad = e.ns.api::<Scaler>().get("bad").await.unwrap();
+    assert_eq!(
+        stage(&bad),
+        Some(Stage::Idle),
+        "no operation starts with a broken plugin"
+    );
+    assert_eq!(sts_spec_replicas(&e.ns, "a").await, Some(2));
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. Adoption changes nothing
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopting_a_running_statefulset_changes_nothing() {
+    let e = env("e2e-adopt").await;
+    create_statefulset(&e.ns, "five", 5).await.unwrap();
+    let before = e.ns.api::<StatefulSet>().get("five").await.unwrap();
+    create_scaler(&e.ns, "five", sts_ref("five"), None, json!({})).await;
+    wait_idle_at(&e.ns, "five", 5).await;
+    // Let it reconcile the adopted Scaler again (adoption requeues at once).
+    wait::until(LONG, "two reconciles", || {
+        let op = &e.op;
+        async move { Ok(metric(&op.metrics().await?, "hoist_reconciles_total", &[]) >= 2.0) }
+    })
+    .await
+    .unwrap();
+    let after = e.ns.api::<StatefulSet>().get("five").await.unwrap();
+    assert_eq!(after.metadata.generation, before.metadata.generation);
+    assert_eq!(after.spec, before.spec);
+    let m = e.op.metrics().await.unwrap();
+    assert!(metric(&m, "hoist_scale_writes_total", &[]) < 0.5, "{m}");
+    let s = e.ns.api::<Scaler>().get("five").await.unwrap();
+    assert_eq!(s.spec.replicas, None, "the Scaler's spec is left alone");
+}
+
+// ---------------------------------------------------------------------------------------
+// Leader election: two operators, one acts
+// ---------------------------------------------------------------------------------------
+
+async fn is_leader(op: &Operator) -> bool {
+    op.metrics()
+        .await
+        .is_ok_and(|m| metric(&m, "hoist_leader", &[]) >= 1.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_leader_election_only_one_operator_acts() {
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("e2e-leader").await.unwrap();
+    install_scaler_crd(&ns.client).await.unwrap();
+    let opts = |id: &str| OperatorOptions {
+        leader_elect: true,
+        lease_name: Some("hoist-e2e".into()),
+        lease_namespace: Some(ns.name.clone()),
+        identity: Some(id.into()),
+        ..scoped_options(&ns.name)
+    };
+    let mut a = Operator::start(cluster, &opts("a")).await.unwrap();
+    wait::until(LONG, "a leads", || async { Ok(is_leader(&a).await) })
+        .await
+        .unwrap();
+    let b = Operator::start(cluster, &opts("b")).await.unwrap();
+
+    create_statefulset(&ns, "web", 2).await.unwrap();
+    create_scaler(&ns, "web", sts_ref("web"), None, json!({})).await;
+    wait_idle_at(&ns, "web", 2).await;
+    set_desired(&ns, "web", 1).await.unwrap();
+    wait_idle_at(&ns, "web", 1).await;
+    assert!(!is_leader(&b).await);
+    assert!(a.log().contains("wrote target replicas"));
+    assert!(
+        !b.log().contains("wrote target replicas") && !b.log().contains("stage"),
+        "the standby acted:\n{}",
+        b.log()
+    );
+
+    // The leader dies without releasing the lease: the standby takes over once it expires.
+    a.kill_hard().unwrap();
+    wait::until(LONG, "b leads", || async { Ok(is_leader(&b).await) })
+        .await
+        .unwrap();
+    set_desired(&ns, "web", 2).await.unwrap();
+    wait_idle_at(&ns, "web", 2).await;
+    assert!(b.log().contains("wrote target replicas"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Deployment: the pods the hook prepared are the ones removed
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_scale_down_removes_the_pods_the_hook_drained() {
+    let e = env("e2e-deploy").await;
+    apply_plugin_configmap(&e.ns, "trino-drain", &plugin_path("trino-drain").unwrap())
+        .await
+        .unwrap();
+    let d: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "trino"},
+        "spec": {
+            "replicas": 4,
+            "selector": {"matchLabels": {"app": "trino"}},
+            "template": {
+                "metadata": {"labels": {"app": "trino"}},
+                "spec": {"containers": [{"name": "worker", "image": "trinodb/trino"}]}
+            }
+        }
+    }))
+    .unwrap();
+    e.ns.api::<Deployment>()
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let pods = e.ns.api::<Pod>();
+    let by_name: BTreeMap<String, IpAddr> =
+        wait::for_value(LONG, "4 running pods with IPs", || {
+            let pods = pods.clone();
+            async move {
+                let list = pods
+                    .list(&ListParams::default().labels("app=trino"))
+                    .await?;
+                let ips: BTreeMap<String, IpAddr> = list
+                    .items
+                    .iter()
+                    .filter_map(|p| {
+                        Some((
+                            p.name_any(),
+                            p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?,
+                        ))
+                    })
+                    .collect();
+                Ok((ips.len() == 4 && list.items.len() == 4).then_some(ips))
+            }
+        })
+        .await
+        .unwrap();
+    let mut port = 0;
+    let mut workers = BTreeMap::new();
+    for (name, ip) in &by_name {
+        let w = TrinoWorker::start(*ip, port, 2).await.unwrap();
+        port = w.addr().port();
+        workers.insert(name.clone(), w);
+    }
+    create_scaler(
+        &e.ns,
+        "trino",
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "trino"}),
+        Some(trino_hooks("trino-drain", port)),
+        json!({}),
+    )
+    .await;
+    wait_idle_at(&e.ns, "trino", 4).await;
+    set_desired(&e.ns, "trino", 2).await.unwrap();
+    wait_idle_at(&e.ns, "trino", 2).await;
+
+    let drained: Vec<&String> = workers
+        .iter()
+        .filter(|(_, w)| w.drained_at().is_some())
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(drained.len(), 2, "two workers drained: {workers:?}");
+    let remaining: Vec<String> = wait::for_value(LONG, "2 pods left", || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels("app=trino"))
+                .await?;
+            let live: Vec<String> = list
+                .items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .map(ResourceExt::name_any)
+                .collect();
+            Ok((list.items.len() == 2).then_some(live))
+        }
+    })
+    .await
+    .unwrap();
+    for name in drained {
+        assert!(
+            !remaining.contains(name),
+            "drained pod {name} was kept; remaining {remaining:?}"
+        );
+    }
+    for name in &remaining {
+        assert_eq!(states(&workers[name]), vec!["ACTIVE"], "{name} untouched");
+    }
+}
