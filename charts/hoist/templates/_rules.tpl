@@ -1,0 +1,52 @@
+{{/*
+What hoist does in the namespaces it watches, and nothing more; each rule names the code that
+needs it. Rendered into a ClusterRole, or into a Role when watchNamespace is set.
+*/}}
+{{- define "hoist.rules" -}}
+# Scalers: the controller lists and watches them, removes the hoist.dev/retry annotation
+# (patch), writes their status (server-side apply on /status), and the builtin autoscaler
+# writes the desired count through their /scale (patch).
+- apiGroups: [hoist.dev]
+  resources: [scalers]
+  verbs: [list, watch, patch]
+- apiGroups: [hoist.dev]
+  resources: [scalers/status, scalers/scale]
+  verbs: [patch]
+# Targets: watched to react to their changes; read, and resized through /scale only.
+- apiGroups: [apps]
+  resources: [statefulsets, deployments, replicasets]
+  verbs: [get, list, watch]
+- apiGroups: [apps]
+  resources: [statefulsets/scale, deployments/scale, replicasets/scale]
+  verbs: [get, patch]
+# The target's pods: listed for the hook context, and the leaving ones annotated
+# (controller.kubernetes.io/pod-deletion-cost, hoist.dev/leaving).
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, patch]
+# Plugin ConfigMaps (selected by the label hoist.dev/plugin).
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [list, watch]
+# Events for every stage (events.k8s.io/v1: created, then patched as a series repeats).
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- if .Values.rbac.hpa }}
+# autoscaling.hpa: the HorizontalPodAutoscaler hoist owns for a Scaler: server-side applied
+# (patch, and create for the first apply), watched, found by label and deleted when the mode
+# changes.
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [list, watch, create, patch, delete]
+{{- end }}
+{{- if .Values.rbac.keda }}
+# autoscaling.keda: the KEDA ScaledObject hoist owns for a Scaler, handled like the HPA.
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [list, watch, create, patch, delete]
+{{- end }}
+{{- with .Values.rbac.extraTargetRules }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
