@@ -60,6 +60,7 @@ pub async fn reconcile(scaler: Arc<Scaler>, ctx: Arc<Context>) -> Result<Action,
             Freshness::Gone => return Ok(Action::await_change()),
             Freshness::Newer(current) => {
                 // Decide again on what the API server has; its watch event is on the way.
+                tracing::debug!(scaler = %scaler.name_any(), "the cached Scaler was behind; deciding on the current one");
                 let current = Arc::new(*current);
                 let observed = observe(&current, &ctx.hooks.targets, &ctx.hooks.plugins).await;
                 plan = decide(&observed.observation);

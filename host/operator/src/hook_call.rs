@@ -331,17 +331,17 @@ impl HookEnv {
             all,
             to_mark,
         } = plan_pods(&target, &pods, (op.from, op.to), &op.id, choosing);
-        if target.honours_deletion_cost() && op.direction == Direction::Down && !to_mark.is_empty()
-        {
-            if let Err(e) = self
+        if target.honours_deletion_cost()
+            && op.direction == Direction::Down
+            && !to_mark.is_empty()
+            && let Err(e) = self
                 .targets
                 .mark_leaving(&namespace, &to_mark, &op.id)
                 .await
-            {
-                return HookResult::Failed {
-                    reason: format!("MarkPods: {e}"),
-                };
-            }
+        {
+            return HookResult::Failed {
+                reason: format!("MarkPods: {e}"),
+            };
         }
         let allow = if hooks.allowed_hosts.is_empty() {
             default_allow_list(&all)
