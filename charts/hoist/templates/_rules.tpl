@@ -3,12 +3,13 @@ What hoist does in the namespaces it watches, and nothing more; each rule names 
 needs it. Rendered into a ClusterRole, or into a Role when watchNamespace is set.
 */}}
 {{- define "hoist.rules" -}}
-# Scalers: the controller lists and watches them, removes the hoist.dev/retry annotation
+# Scalers: the controller lists and watches them, re-reads one (get) before a hook call or a
+# /scale write when its watch cache may be behind, removes the hoist.dev/retry annotation
 # (patch), writes their status (server-side apply on /status), and the builtin autoscaler
 # writes the desired count through their /scale (patch).
 - apiGroups: [hoist.dev]
   resources: [scalers]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [hoist.dev]
   resources: [scalers/status, scalers/scale]
   verbs: [patch]
