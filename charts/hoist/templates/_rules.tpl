@@ -13,13 +13,14 @@ needs it. Rendered into a ClusterRole, or into a Role when watchNamespace is set
 - apiGroups: [hoist.dev]
   resources: [scalers/status, scalers/scale]
   verbs: [patch]
-# Targets: watched to react to their changes; read, and resized through /scale only.
+# Targets: watched to react to their changes; read (the object carries what its /scale
+# reports), and resized through /scale only.
 - apiGroups: [apps]
   resources: [statefulsets, deployments, replicasets]
   verbs: [get, list, watch]
 - apiGroups: [apps]
   resources: [statefulsets/scale, deployments/scale, replicasets/scale]
-  verbs: [get, patch]
+  verbs: [patch]
 # The target's pods: listed for the hook context, and the leaving ones annotated
 # (controller.kubernetes.io/pod-deletion-cost, hoist.dev/leaving).
 - apiGroups: [""]

@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::autoscaling::v1::Scale;
+use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::core::Selector;
 use kube::discovery::{self, Scope};
 use kube::{Api, Client};
 use serde_json::json;
@@ -151,13 +153,17 @@ impl Targets {
         else {
             return Ok(None);
         };
-        let scale: Scale =
-            api.get_scale(&target.name)
-                .await
-                .map_err(|source| OperatorError::ReadTarget {
-                    target: target.display(),
-                    source,
-                })?;
+        // apps/v1 workloads carry everything their /scale reports; other kinds need /scale.
+        let scale =
+            match scale_of_apps_object(&object) {
+                Some(scale) => scale,
+                None => api.get_scale(&target.name).await.map_err(|source| {
+                    OperatorError::ReadTarget {
+                        target: target.display(),
+                        source,
+                    }
+                })?,
+            };
         Ok(Some(state_of(&object, &scale)))
     }
 
@@ -255,6 +261,34 @@ pub fn state_of(object: &DynamicObject, scale: &Scale) -> TargetState {
     }
 }
 
+/// The `/scale` of an apps/v1 StatefulSet, Deployment or ReplicaSet, read from the object
+/// itself as the API server derives it (spec.replicas, status.replicas, spec.selector), which
+/// saves a request per observation. `None` for other kinds, or when the object lacks a field
+/// the derivation needs (then `/scale` is asked).
+pub fn scale_of_apps_object(object: &DynamicObject) -> Option<Scale> {
+    let kind = object.types.as_ref().map(|t| t.kind.as_str());
+    if !is_apps(object) || !matches!(kind, Some("StatefulSet" | "Deployment" | "ReplicaSet")) {
+        return None;
+    }
+    let spec_replicas = i32::try_from(int_at(&object.data, "/spec/replicas")?).ok()?;
+    let status_replicas = int_at(&object.data, "/status/replicas")
+        .and_then(|v| i32::try_from(v).ok())
+        .unwrap_or(0);
+    let label_selector: LabelSelector =
+        serde_json::from_value(object.data.pointer("/spec/selector")?.clone()).ok()?;
+    let selector = Selector::try_from(label_selector).ok()?.to_string();
+    Some(Scale {
+        spec: Some(ScaleSpec {
+            replicas: Some(spec_replicas),
+        }),
+        status: Some(ScaleStatus {
+            replicas: status_replicas,
+            selector: Some(selector),
+        }),
+        ..Scale::default()
+    })
+}
+
 fn is_apps(object: &DynamicObject) -> bool {
     object
         .types
@@ -265,7 +299,6 @@ fn is_apps(object: &DynamicObject) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::autoscaling::v1::{ScaleSpec, ScaleStatus};
 
     fn object(value: serde_json::Value) -> DynamicObject {
         serde_json::from_value(value).unwrap()
@@ -316,6 +349,50 @@ mod tests {
         let s = state_of(&o, &scale(4, 4));
         assert_eq!(s.ready_replicas, None);
         assert!(s.generation_observed);
+    }
+
+    #[test]
+    fn apps_objects_carry_their_scale() {
+        let o = object(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d"},
+            "spec": {"replicas": 3, "selector": {
+                "matchLabels": {"app": "web", "tier": "front"},
+                "matchExpressions": [
+                    {"key": "track", "operator": "In", "values": ["stable", "canary"]},
+                    {"key": "legacy", "operator": "DoesNotExist"}
+                ]}},
+            "status": {"replicas": 2}}));
+        let scale = scale_of_apps_object(&o).unwrap();
+        assert_eq!(scale.spec.unwrap().replicas, Some(3));
+        let status = scale.status.unwrap();
+        assert_eq!(status.replicas, 2);
+        let selector = status.selector.unwrap();
+        for part in ["app=web", "tier=front", "track in (", "!legacy"] {
+            assert!(selector.contains(part), "{part} in {selector}");
+        }
+        // A new object has no status yet: 0 replicas reported.
+        let fresh = object(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "s"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "s"}}}}));
+        let status = scale_of_apps_object(&fresh).unwrap().status.unwrap();
+        assert_eq!(
+            (status.replicas, status.selector.as_deref()),
+            (0, Some("app=s"))
+        );
+    }
+
+    #[test]
+    fn other_kinds_and_odd_apps_objects_ask_scale() {
+        let custom = object(json!({"apiVersion": "example.com/v1", "kind": "Thing",
+            "metadata": {"name": "t"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "t"}}}}));
+        assert!(scale_of_apps_object(&custom).is_none());
+        let daemon = object(json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": "d"}}}}));
+        assert!(scale_of_apps_object(&daemon).is_none());
+        let no_selector = object(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d"}, "spec": {"replicas": 1}}));
+        assert!(scale_of_apps_object(&no_selector).is_none());
     }
 
     #[test]
