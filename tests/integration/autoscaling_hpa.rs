@@ -21,7 +21,7 @@
 mod kit;
 
 use hoist_api::Scaler;
-use hoist_api::conditions::AUTOSCALER_ACTIVE;
+use hoist_api::conditions::{AUTOSCALER_ACTIVE, KEDA_AVAILABLE};
 use hoist_tests::wait;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::ResourceExt;
@@ -160,4 +160,55 @@ async fn owned_hpa_targets_the_scaler_and_the_real_hpa_controller_writes_its_sca
 
     // Mode change: the HPA goes, the condition too.
     kit::switch_to_fixed_and_wait_gone(&env, "web", "hpa", &hpas, &[AUTOSCALER_ACTIVE]).await;
+}
+
+/// An operator without RBAC for HPAs or `ScaledObject`s (the chart's `rbac.hpa=false`,
+/// `rbac.keda=false`) runs with those modes off: their Scalers say so in a condition, keep
+/// `spec.replicas`, and nothing is created or watched.
+#[tokio::test]
+async fn modes_switched_off_say_so_and_create_nothing() {
+    let env = kit::env_with("as-off", &["--hpa-mode=false", "--keda-mode=false"]).await;
+    let ns = &env.ns;
+    create_statefulset(ns, "web", 2).await.unwrap();
+    apply_scaler(
+        ns,
+        "web",
+        json!({
+            "targetRef": kit::sts_ref("web"),
+            "replicas": 3, "minReplicas": 1, "maxReplicas": 4,
+            "autoscaling": {"hpa": {}}
+        }),
+    )
+    .await;
+    let s = kit::wait_scaler(&env, "web", "AutoscalerActive=False, idle at 3", |s| {
+        kit::condition(s, AUTOSCALER_ACTIVE).is_some_and(|(st, _)| st == "False") && idle_at(s, 3)
+    })
+    .await;
+    let message = kit::condition_message(&s, AUTOSCALER_ACTIVE);
+    assert!(message.contains("hpa mode is off"), "{message}");
+    assert!(
+        ns.api::<HorizontalPodAutoscaler>()
+            .get_opt("web")
+            .await
+            .unwrap()
+            .is_none(),
+        "no HPA is created"
+    );
+
+    patch_spec(ns, "web", json!({"autoscaling": {"hpa": null, "keda": {
+        "triggers": [{"type": "cron", "metadata": {
+            "timezone": "UTC", "start": "0 8 * * *", "end": "0 18 * * *", "desiredReplicas": "4"}}]
+    }}}))
+    .await;
+    let s = kit::wait_scaler(&env, "web", "KEDAAvailable=False", |s| {
+        has_condition(s, KEDA_AVAILABLE, "False", "CRDNotServed") && idle_at(s, 3)
+    })
+    .await;
+    let message = kit::condition_message(&s, KEDA_AVAILABLE);
+    assert!(message.contains("keda mode is off"), "{message}");
+    let log = env.op.log();
+    assert!(
+        !log.contains("forbidden") && !log.contains("WARN"),
+        "nothing failed:\n{log}"
+    );
 }

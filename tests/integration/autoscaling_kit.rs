@@ -24,13 +24,20 @@ pub struct Env {
 }
 
 pub async fn env(prefix: &str) -> Env {
+    env_with(prefix, &[]).await
+}
+
+/// [`env`], with more `hoist run` arguments.
+pub async fn env_with(prefix: &str, args: &[&str]) -> Env {
     let cluster = Cluster::shared();
     let ns = cluster.namespace(prefix).await.unwrap();
     install_scaler_crd(&ns.client).await.unwrap();
+    let mut extra_args = vec!["--namespace".to_owned(), ns.name.clone()];
+    extra_args.extend(args.iter().map(|a| (*a).to_owned()));
     let op = Operator::start(
         cluster,
         &OperatorOptions {
-            extra_args: vec!["--namespace".into(), ns.name.clone()],
+            extra_args,
             env: vec![("RUST_LOG".into(), "info,kube=warn".into())],
             ..OperatorOptions::default()
         },

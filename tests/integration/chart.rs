@@ -843,6 +843,29 @@ fn chart_values_render_what_they_say() {
         "{args}"
     );
 
+    for mode in ["--hpa-mode=true", "--keda-mode=true"] {
+        assert!(args.as_array().unwrap().contains(&json!(mode)), "{args}");
+    }
+    let has_rule = |rules: &serde_json::Value, resource: &str| {
+        rules.as_array().unwrap().iter().any(|r| {
+            r["resources"]
+                .as_array()
+                .is_some_and(|rs| rs.contains(&json!(resource)))
+        })
+    };
+    assert!(has_rule(cluster_rules, "horizontalpodautoscalers"));
+    assert!(has_rule(cluster_rules, "scaledobjects"));
+    // Without RBAC for a mode's kind, the operator runs with that mode off.
+    let without = render(&["rbac.hpa=false", "rbac.keda=false"]).unwrap();
+    let rules = &find(&without, "ClusterRole", "hoist").unwrap()["rules"];
+    assert!(!has_rule(rules, "horizontalpodautoscalers"));
+    assert!(!has_rule(rules, "scaledobjects"));
+    let args = &find(&without, "Deployment", "hoist").unwrap()["spec"]["template"]["spec"]["containers"]
+        [0]["args"];
+    for mode in ["--hpa-mode=false", "--keda-mode=false"] {
+        assert!(args.as_array().unwrap().contains(&json!(mode)), "{args}");
+    }
+
     let monitored = render(&["serviceMonitor.enabled=true"]).unwrap();
     assert!(find(&monitored, "ServiceMonitor", "hoist").is_some());
 

@@ -202,6 +202,8 @@ pub struct Parts {
     pub namespace: Option<String>,
     /// Reconcile requests from the autoscaling modes (owned ScaledObject changes).
     pub autoscaling_triggers: mpsc::UnboundedReceiver<ObjectRef<Scaler>>,
+    /// Watch the HPAs hoist owns (`hoist run --hpa-mode`).
+    pub watch_hpas: bool,
 }
 
 /// An API over one namespace, or over all of them.
@@ -264,6 +266,39 @@ fn scaler_controller(client: &Client, namespace: Option<&str>) -> Controller<Sca
     Controller::for_stream(watch, store)
 }
 
+/// Plugin ConfigMaps: keeps the registry's store; a change reconciles the Scalers using it.
+fn spawn_plugin_watch(
+    client: &Client,
+    namespace: Option<&str>,
+    configmaps: reflector::store::Writer<ConfigMap>,
+    scalers: Store<Scaler>,
+    trigger: mpsc::UnboundedSender<ObjectRef<Scaler>>,
+) {
+    let cm_watch = reflector(
+        configmaps,
+        watcher(
+            scoped::<ConfigMap>(client, namespace),
+            watcher::Config::default().labels(PLUGIN_LABEL),
+        ),
+    )
+    .default_backoff()
+    .applied_objects();
+    tokio::spawn(async move {
+        let mut cm_watch = std::pin::pin!(cm_watch);
+        while let Some(event) = cm_watch.next().await {
+            match event {
+                Ok(cm) => {
+                    let ns = cm.namespace().unwrap_or_default();
+                    for s in scalers_using(&scalers, &ns, &cm.name_any()) {
+                        let _ = trigger.send(ObjectRef::from_obj(s.as_ref()));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "watching plugin ConfigMaps"),
+            }
+        }
+    });
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let Parts {
@@ -275,38 +310,20 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
         concurrency,
         namespace,
         autoscaling_triggers,
+        watch_hpas,
     } = parts;
     let namespace = namespace.as_deref();
     let controller = scaler_controller(&client, namespace);
     let store = controller.store();
     let (trigger, triggers) = mpsc::unbounded_channel::<ObjectRef<Scaler>>();
 
-    // Plugin ConfigMaps: keep a store for the registry; a change reconciles their Scalers.
-    let cm_watch = reflector(
+    spawn_plugin_watch(
+        &client,
+        namespace,
         configmaps,
-        watcher(
-            scoped::<ConfigMap>(&client, namespace),
-            watcher::Config::default().labels(PLUGIN_LABEL),
-        ),
-    )
-    .default_backoff()
-    .applied_objects();
-    let cm_store = store.clone();
-    let cm_trigger = trigger.clone();
-    tokio::spawn(async move {
-        let mut cm_watch = std::pin::pin!(cm_watch);
-        while let Some(event) = cm_watch.next().await {
-            match event {
-                Ok(cm) => {
-                    let ns = cm.namespace().unwrap_or_default();
-                    for s in scalers_using(&cm_store, &ns, &cm.name_any()) {
-                        let _ = cm_trigger.send(ObjectRef::from_obj(s.as_ref()));
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "watching plugin ConfigMaps"),
-            }
-        }
-    });
+        store.clone(),
+        trigger.clone(),
+    );
 
     // Finished plugin loads: reconcile the Scalers of that source; tell them about rejects.
     let load_store = store.clone();
@@ -336,7 +353,7 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
 
     spawn_pruner(store.clone(), context.clone());
 
-    controller
+    let mut controller = controller
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .watches(
             scoped::<StatefulSet>(&client, namespace),
@@ -352,12 +369,15 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
             scoped::<ReplicaSet>(&client, namespace),
             watcher::Config::default(),
             scalers_targeting(store.clone()),
-        )
+        );
+    if watch_hpas {
         // The HPAs hoist owns (hpa mode): an edit or deletion reconciles the owning Scaler.
-        .owns(
+        controller = controller.owns(
             scoped::<HorizontalPodAutoscaler>(&client, namespace),
             owned_objects(),
-        )
+        );
+    }
+    controller
         .reconcile_on(channel_stream(triggers))
         .reconcile_on(channel_stream(autoscaling_triggers))
         .graceful_shutdown_on(shutdown)

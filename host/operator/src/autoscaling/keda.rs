@@ -36,6 +36,8 @@ pub struct Keda {
     cache: Mutex<Option<(Instant, KedaCrd, Option<ApiResource>)>>,
     watching: Mutex<bool>,
     triggers: mpsc::UnboundedSender<ObjectRef<Scaler>>,
+    /// `hoist run --keda-mode`: when off, KEDA counts as absent and is never asked about.
+    enabled: bool,
 }
 
 impl std::fmt::Debug for Keda {
@@ -49,6 +51,7 @@ impl Keda {
         client: Client,
         namespace: Option<String>,
         triggers: mpsc::UnboundedSender<ObjectRef<Scaler>>,
+        enabled: bool,
     ) -> Self {
         Self {
             client,
@@ -56,11 +59,22 @@ impl Keda {
             cache: Mutex::new(None),
             watching: Mutex::new(false),
             triggers,
+            enabled,
         }
     }
 
     /// Whether the ScaledObject CRD is served (cached; see [`RECHECK_ABSENT`]).
     pub async fn crd(&self) -> (KedaCrd, Option<ApiResource>) {
+        if !self.enabled {
+            let reason = "keda mode is off in this operator (hoist run --keda-mode=false, the \
+                          chart's rbac.keda=false)";
+            return (
+                KedaCrd::NotServed {
+                    reason: reason.into(),
+                },
+                None,
+            );
+        }
         if let Ok(cache) = self.cache.lock()
             && let Some((at, crd, ar)) = cache.as_ref()
         {

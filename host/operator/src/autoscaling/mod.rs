@@ -42,9 +42,22 @@ pub struct ModeStep {
     pub wrote_replicas: bool,
 }
 
+/// Which owned-object modes this operator serves (`hoist run --hpa-mode/--keda-mode`): each
+/// needs RBAC for its kind, which a cluster admin may withhold.
+#[derive(Debug, Clone, Copy)]
+pub struct Modes {
+    pub hpa: bool,
+    pub keda: bool,
+}
+
+/// What an `hpa`-mode Scaler reports when this operator does not serve HPAs.
+const HPA_MODE_OFF: &str = "hpa mode is off in this operator (hoist run --hpa-mode=false, the \
+                            chart's rbac.hpa=false): no HorizontalPodAutoscaler is created";
+
 /// The operator's autoscaling state (shared by every reconcile).
 pub struct Autoscalers {
     client: Client,
+    hpa_mode: bool,
     keda: keda::Keda,
     builtin: builtin::Builtin,
     /// Per Scaler uid: the mode for which objects of the other modes are known to be gone.
@@ -113,11 +126,13 @@ impl Autoscalers {
     pub fn new(
         client: Client,
         namespace: Option<String>,
+        modes: Modes,
     ) -> (Self, mpsc::UnboundedReceiver<ObjectRef<Scaler>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Self {
-                keda: keda::Keda::new(client.clone(), namespace, tx),
+                keda: keda::Keda::new(client.clone(), namespace, tx, modes.keda),
+                hpa_mode: modes.hpa,
                 builtin: builtin::Builtin::new(),
                 client,
                 cleaned: Mutex::new(HashMap::new()),
@@ -160,6 +175,11 @@ impl Autoscalers {
         match mode {
             AutoscalingMode::Fixed | AutoscalingMode::External => ModeStep {
                 report: ModeReport::NoAutoscaler,
+                requeue: None,
+                wrote_replicas: false,
+            },
+            AutoscalingMode::Hpa(_) if !self.hpa_mode => ModeStep {
+                report: ModeReport::Hpa(Err(HPA_MODE_OFF.into())),
                 requeue: None,
                 wrote_replicas: false,
             },
@@ -231,7 +251,7 @@ impl Autoscalers {
         }
         let who = who(scaler);
         let mut done = true;
-        if !matches!(mode, AutoscalingMode::Hpa(_)) {
+        if self.hpa_mode && !matches!(mode, AutoscalingMode::Hpa(_)) {
             match hpa::delete_owned(&self.client, scaler).await {
                 Ok(n) if n > 0 => {
                     tracing::info!(scaler = %who, "deleted the HPA of the previous mode");

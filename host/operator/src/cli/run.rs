@@ -15,7 +15,7 @@ use kube::runtime::events::Reporter;
 use kube::{Api, Client};
 
 use crate::act::Actor;
-use crate::autoscaling::Autoscalers;
+use crate::autoscaling::{Autoscalers, Modes};
 use crate::controller::{self, Context, Parts};
 use crate::error::OperatorError;
 use crate::events::Publisher;
@@ -67,6 +67,16 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "HOIST_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Serve `autoscaling.hpa` (own `HorizontalPodAutoscaler`s). `false` when the operator has
+    /// no RBAC for HPAs (the chart's `rbac.hpa=false`): no HPA watch, and such Scalers report
+    /// `AutoscalerActive=False` instead of failing requests.
+    #[arg(long, env = "HOIST_HPA_MODE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hpa_mode: bool,
+    /// Serve `autoscaling.keda` (own KEDA `ScaledObject`s). `false` when the operator has no RBAC
+    /// for `ScaledObject`s (the chart's `rbac.keda=false`): such Scalers report
+    /// `KEDAAvailable=False` and keep `spec.replicas`.
+    #[arg(long, env = "HOIST_KEDA_MODE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub keda_mode: bool,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -221,8 +231,14 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
             instance: Some(identity.clone()),
         },
     );
-    let (autoscalers, autoscaling_triggers) =
-        Autoscalers::new(client.clone(), args.namespace.clone());
+    let (autoscalers, autoscaling_triggers) = Autoscalers::new(
+        client.clone(),
+        args.namespace.clone(),
+        Modes {
+            hpa: args.hpa_mode,
+            keda: args.keda_mode,
+        },
+    );
     let context = Arc::new(Context {
         hooks: HookEnv {
             runner: Arc::new(sandbox),
@@ -248,6 +264,7 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
         concurrency: args.concurrency.max(1),
         namespace: args.namespace.clone(),
         autoscaling_triggers,
+        watch_hpas: args.hpa_mode,
     };
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
