@@ -10,8 +10,8 @@
 //! - a /scale write as KEDA's HPA makes runs the state machine;
 //! - mode change and Scaler deletion remove the ScaledObject.
 //!
-//! The KEDA operator itself is not run (building it from source does not fit the CI budget);
-//! its writes are made by this test with KEDA's field manager.
+//! Here KEDA's writes are made by this test with KEDA's field manager; `keda_operator.rs` runs
+//! the real KEDA operator against a Scaler.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -15,25 +15,22 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt;
 use hoist_api::{Scaler, Stage};
 use hoist_tests::operator::{
     Operator, OperatorOptions, apply_configmap, apply_plugin_configmap, install_scaler_crd,
     install_widget_crd, plugin_path, widget_resource,
 };
 use hoist_tests::scenario::{
-    LONG, create_statefulset, is_idle_at, set_desired, sts_ref, wait_statefulset_ready,
+    LONG, create_statefulset, is_idle_at, record, set_desired, sts_ref, wait_statefulset_ready,
 };
 use hoist_tests::trino::TrinoWorker;
 use hoist_tests::{Cluster, TestNamespace, wait};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
 use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------
@@ -201,71 +198,6 @@ async fn sts_spec_replicas(ns: &TestNamespace, name: &str) -> Option<i32> {
         .unwrap()
         .spec
         .and_then(|s| s.replicas)
-}
-
-/// Records every distinct value `f` yields for one object, with when a watch saw it.
-struct Recording<T> {
-    seen: Arc<Mutex<Vec<(Instant, T)>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl<T: Clone> Recording<T> {
-    fn values(&self) -> Vec<T> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    fn entries(&self) -> Vec<(Instant, T)> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl<T> Drop for Recording<T> {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn record<K, T, F>(api: Api<K>, name: &str, f: F) -> Recording<T>
-where
-    K: Resource
-        + Clone
-        + k8s_openapi::serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Clone + Eq + std::hash::Hash,
-    T: PartialEq + Clone + Send + 'static,
-    F: Fn(&K) -> T + Send + 'static,
-{
-    let seen: Arc<Mutex<Vec<(Instant, T)>>> = Arc::default();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-    let sink = seen.clone();
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let task = tokio::spawn(async move {
-        let mut ready = Some(ready_tx);
-        let mut stream = std::pin::pin!(watcher(api, config).default_backoff().touched_objects());
-        while let Some(item) = stream.next().await {
-            let Ok(obj) = item else { continue };
-            let value = f(&obj);
-            let mut seen = sink.lock().unwrap();
-            if seen.last().is_none_or(|(_, last)| *last != value) {
-                seen.push((Instant::now(), value));
-            }
-            drop(seen);
-            if let Some(tx) = ready.take() {
-                let _ = tx.send(());
-            }
-        }
-    });
-    // Wait for the first observation so nothing after this call is missed.
-    let _ = tokio::time::timeout(LONG, ready_rx).await;
-    Recording { seen, task }
 }
 
 /// Reasons of the Events about a Scaler, oldest first.

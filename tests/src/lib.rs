@@ -10,6 +10,7 @@
 //! skipped test.
 #![forbid(unsafe_code)]
 
+pub mod keda;
 pub mod operator;
 pub mod prometheus;
 pub mod scenario;

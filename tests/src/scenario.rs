@@ -2,12 +2,16 @@
 //! count written as an HPA writes it, and what "Idle at N" means. Shared by the end-to-end,
 //! autoscaling and chart tests and the benches.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use futures::StreamExt;
 use hoist_api::{Scaler, Stage};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource};
 use serde_json::{Value, json};
 
 use crate::{TestNamespace, wait};
@@ -84,4 +88,77 @@ pub fn is_idle_at(s: &Scaler, replicas: i32) -> bool {
     s.status.as_ref().is_some_and(|st| {
         st.stage == Stage::Idle && st.replicas == Some(replicas) && st.operation.is_none()
     })
+}
+
+/// Records every distinct value `f` yields for one object, with when a watch saw it.
+#[derive(Debug)]
+pub struct Recording<T> {
+    seen: Arc<Mutex<Vec<(Instant, T)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<T: Clone> Recording<T> {
+    /// The distinct values, oldest first.
+    pub fn values(&self) -> Vec<T> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// The distinct values with when each was seen.
+    pub fn entries(&self) -> Vec<(Instant, T)> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl<T> Drop for Recording<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts recording what `f` yields for the object `name` of `api`; returns once the watch
+/// has seen it the first time.
+pub async fn record<K, T, F>(api: Api<K>, name: &str, f: F) -> Recording<T>
+where
+    K: Resource
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Clone + Eq + std::hash::Hash,
+    T: PartialEq + Clone + Send + 'static,
+    F: Fn(&K) -> T + Send + 'static,
+{
+    let seen: Arc<Mutex<Vec<(Instant, T)>>> = Arc::default();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let sink = seen.clone();
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let task = tokio::spawn(async move {
+        let mut ready = Some(ready_tx);
+        let mut stream = std::pin::pin!(watcher(api, config).default_backoff().touched_objects());
+        while let Some(item) = stream.next().await {
+            let Ok(obj) = item else { continue };
+            let value = f(&obj);
+            let mut seen = sink.lock().unwrap_or_else(PoisonError::into_inner);
+            if seen.last().is_none_or(|(_, last)| *last != value) {
+                seen.push((Instant::now(), value));
+            }
+            drop(seen);
+            if let Some(tx) = ready.take() {
+                let _ = tx.send(());
+            }
+        }
+    });
+    // Wait for the first observation so nothing after this call is missed.
+    let _ = tokio::time::timeout(LONG, ready_rx).await;
+    Recording { seen, task }
 }
