@@ -535,6 +535,12 @@ async fn chart_installs_and_its_service_account_runs_the_operator() {
     let fullname = format!("{release}-hoist");
 
     let run_args = install_chart(cluster, &ns, &release, &fullname).await;
+    let installed = Installed {
+        cluster,
+        release: release.clone(),
+        namespace: ns.name.clone(),
+        done: false,
+    };
 
     default_service_account_is_refused(cluster, &ns).await;
 
@@ -633,11 +639,44 @@ async fn chart_installs_and_its_service_account_runs_the_operator() {
     assert_eq!(holder.as_deref(), Some(identity.as_str()));
 
     drop(operator);
-    run_helm(
-        cluster,
-        &["uninstall", &release, "--namespace", &ns.name, "--wait"],
-    )
-    .unwrap();
+    installed.uninstall().unwrap();
+}
+
+/// A Helm release of the test: uninstalled when dropped, so a failing test leaves no release
+/// (and none of its cluster-scoped RBAC) behind.
+struct Installed<'a> {
+    cluster: &'a Cluster,
+    release: String,
+    namespace: String,
+    done: bool,
+}
+
+impl Installed<'_> {
+    /// `helm uninstall --wait`, checked.
+    fn uninstall(mut self) -> Result<String> {
+        self.done = true;
+        run_helm(
+            self.cluster,
+            &[
+                "uninstall",
+                &self.release,
+                "--namespace",
+                &self.namespace,
+                "--wait",
+            ],
+        )
+    }
+}
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = run_helm(
+                self.cluster,
+                &["uninstall", &self.release, "--namespace", &self.namespace],
+            );
+        }
+    }
 }
 
 /// Every sample Scaler in charts/hoist/examples is accepted by the API server's CRD schema
