@@ -23,40 +23,20 @@
 #[path = "autoscaling_kit.rs"]
 mod kit;
 
-use std::process::Command;
-
 use hoist_api::Scaler;
 use hoist_api::conditions::{AUTOSCALER_ACTIVE, KEDA_AVAILABLE};
-use hoist_tests::{repo_root, wait};
+use hoist_tests::keda::scaled_objects;
+use hoist_tests::wait;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
-    ValidationDirective,
-};
+use kube::api::{DeleteParams, Patch, PatchParams, ValidationDirective};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
 use kit::{LONG, apply_scaler, create_statefulset, env, has_condition, patch_spec};
 
-fn scaled_objects(client: &Client, ns: &str) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject"),
-        "scaledobjects",
-    );
-    Api::namespaced_with(client.clone(), ns, &ar)
-}
-
 /// KEDA's CRDs, as `tests/cluster/keda-crds` fetched them.
 fn keda_crds() -> Vec<CustomResourceDefinition> {
-    let out = Command::new(repo_root().join("tests/cluster/keda-crds"))
-        .output()
-        .expect("running tests/cluster/keda-crds");
-    assert!(
-        out.status.success(),
-        "tests/cluster/keda-crds failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let dir = hoist_tests::keda::crd_dir().unwrap().display().to_string();
     let mut crds = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();

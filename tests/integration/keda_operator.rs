@@ -22,16 +22,15 @@ mod kit;
 use std::net::IpAddr;
 
 use hoist_api::Scaler;
-use hoist_tests::keda::{KedaOperator, install_crds};
+use hoist_tests::keda::{KedaOperator, install_crds, scaled_objects};
 use hoist_tests::operator::{apply_plugin_configmap, plugin_path};
 use hoist_tests::scenario::record;
 use hoist_tests::trino::TrinoWorker;
 use hoist_tests::{Cluster, wait};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{DynamicObject, GroupVersionKind, ListParams};
-use kube::discovery::ApiResource;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
+use kube::api::{DynamicObject, ListParams};
 use serde_json::{Value, json};
 
 use kit::{LONG, apply_scaler, create_statefulset, idle_at, patch_spec};
@@ -147,14 +146,7 @@ async fn real_keda_activates_and_deactivates_a_scaler_through_the_state_machine(
     kit::wait_statefulset_ready(ns, "web", 1).await.unwrap();
 
     // The ScaledObject hoist owns is the one KEDA works from: Ready and Active.
-    let so_api: Api<DynamicObject> = Api::namespaced_with(
-        ns.client.clone(),
-        &ns.name,
-        &ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject"),
-            "scaledobjects",
-        ),
-    );
+    let so_api = scaled_objects(&ns.client, &ns.name);
     let condition = |so: &DynamicObject, type_: &str| -> Option<String> {
         so.data["status"]["conditions"]
             .as_array()?

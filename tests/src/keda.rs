@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, Result, bail};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 
 use crate::operator::install_crd_file;
 use crate::{Cluster, repo_root};
@@ -40,6 +41,15 @@ fn script_path(script: &str) -> Result<PathBuf> {
 /// The directory holding KEDA's CRD files (`tests/cluster/keda-crds`).
 pub fn crd_dir() -> Result<PathBuf> {
     script_path("keda-crds")
+}
+
+/// The `keda.sh/v1alpha1 ScaledObject`s of `namespace`.
+pub fn scaled_objects(client: &kube::Client, namespace: &str) -> kube::Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject"),
+        "scaledobjects",
+    );
+    kube::Api::namespaced_with(client.clone(), namespace, &ar)
 }
 
 /// Applies every KEDA CRD and waits until each is Established.
