@@ -173,6 +173,15 @@ async fn wait_scaler(
     .unwrap()
 }
 
+/// The stages of one operation from Idle back to Idle, as a watch on the Scaler sees them.
+const WHOLE_OPERATION: [Option<Stage>; 5] = [
+    Some(Stage::Idle),
+    Some(Stage::PreScaling),
+    Some(Stage::Scaling),
+    Some(Stage::PostScaling),
+    Some(Stage::Idle),
+];
+
 fn stage(s: &Scaler) -> Option<Stage> {
     s.status.as_ref().map(|st| st.stage)
 }
@@ -331,13 +340,7 @@ async fn scale_down_drains_leaving_workers_before_the_statefulset_shrinks() {
 
     assert_eq!(
         stages.values(),
-        vec![
-            Some(Stage::Idle),
-            Some(Stage::PreScaling),
-            Some(Stage::Scaling),
-            Some(Stage::PostScaling),
-            Some(Stage::Idle)
-        ],
+        WHOLE_OPERATION,
         "operator log:\n{}",
         e.op.log()
     );
@@ -386,16 +389,7 @@ async fn scale_up_passes_through_a_scale_down_only_hook() {
     set_desired(&e.ns, "trino", 3).await.unwrap();
     wait_idle_at(&e.ns, "trino", 3).await;
     wait_statefulset_ready(&e.ns, "trino", 3).await.unwrap();
-    assert_eq!(
-        stages.values(),
-        vec![
-            Some(Stage::Idle),
-            Some(Stage::PreScaling),
-            Some(Stage::Scaling),
-            Some(Stage::PostScaling),
-            Some(Stage::Idle)
-        ]
-    );
+    assert_eq!(stages.values(), WHOLE_OPERATION);
     assert_eq!(states(&t.workers[&0]), vec!["ACTIVE"]);
     assert_eq!(t.port, t.workers[&0].addr().port());
 }
