@@ -68,12 +68,18 @@ impl DiskCache {
 
     /// Load a precompiled component for `digest`, if the cache has a usable one.
     ///
-    /// Any problem (absent, foreign owner, incompatible, corrupt) is a miss: the caller
-    /// compiles and [`DiskCache::store`] replaces the file.
+    /// Any problem (absent, foreign owner, writable by others, incompatible, corrupt) is a
+    /// miss: `Sandbox::load_with_source` compiles and [`DiskCache::store`] replaces the file;
+    /// `Sandbox::load_cached` answers that the plugin is not cached.
     pub(crate) fn load(&self, engine: &Engine, digest: &str) -> Option<Component> {
         let path = self.path_for(digest);
         let meta = fs::symlink_metadata(&path).ok()?;
         let dir_meta = fs::metadata(&self.dir).ok()?;
+        // The directory is checked again: its mode may have changed since `open`.
+        if dir_meta.permissions().mode() & 0o022 != 0 {
+            tracing::warn!(path = %self.dir.display(), "ignoring the plugin cache: the directory is writable by group or others");
+            return None;
+        }
         if !meta.is_file() || meta.uid() != dir_meta.uid() || meta.permissions().mode() & 0o022 != 0
         {
             tracing::warn!(path = %path.display(), "ignoring cache entry: not a private regular file");

@@ -58,6 +58,11 @@ pub enum SandboxError {
     #[error("the plugin imports something the sandbox does not provide: {0}")]
     LoadLink(String),
 
+    /// A digest that is not a lower-case hex sha256 was given to
+    /// [`crate::Sandbox::load_cached`].
+    #[error("not a plugin digest (64 lower-case hex digits of a sha256): {0:?}")]
+    InvalidDigest(String),
+
     /// A digest was given for a plugin that is not loaded.
     #[error("no plugin with digest {0} is loaded")]
     PluginNotLoaded(String),
@@ -66,7 +71,7 @@ pub enum SandboxError {
     #[error("cannot instantiate the plugin: {0}")]
     Instantiate(String),
 
-    /// The hook ran and returned an error.
+    /// The hook ran and returned an error (its text cut to [`crate::MAX_MESSAGE_BYTES`]).
     #[error("{hook} failed: {kind}: {message}")]
     HookFailed {
         hook: &'static str,
@@ -74,7 +79,8 @@ pub enum SandboxError {
         message: String,
     },
 
-    /// `validate-config` rejected the configuration.
+    /// `validate-config` rejected the configuration (its text cut to
+    /// [`crate::MAX_MESSAGE_BYTES`]).
     #[error("the plugin rejected its configuration: {0}")]
     ConfigRejected(String),
 
@@ -126,6 +132,7 @@ impl SandboxError {
             SandboxError::LoadWitVersion { .. } => "PluginWitVersion",
             SandboxError::LoadExportMismatch(_) => "PluginExportMismatch",
             SandboxError::LoadLink(_) => "PluginImports",
+            SandboxError::InvalidDigest(_) => "PluginDigestInvalid",
             SandboxError::PluginNotLoaded(_) => "PluginNotLoaded",
             SandboxError::Instantiate(_) => "PluginInstantiate",
             SandboxError::HookFailed { .. } => "HookFailed",

@@ -1,5 +1,5 @@
-//! Per-call store state: WASI with nothing granted, filtered `wasi:http`, the log import, a
-//! memory limiter and a bounded capture of the guest's stderr.
+//! Per-call store state: WASI with nothing granted, filtered `wasi:http`, the log import with
+//! its per-call budget, a memory limiter and a bounded capture of the guest's stderr.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,9 +14,26 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 use crate::allow::AllowList;
 use crate::bindings::{log, types};
 use crate::runner::CallIdentity;
+use crate::text::{bounded_text, loggable_text};
 
-/// Longest guest log line kept.
-const MAX_LOG_LINE: usize = 4096;
+/// Longest guest log message written, in bytes, after escaping (see [`crate::loggable_text`]);
+/// a longer one is cut and says by how much.
+pub const MAX_LOG_LINE_BYTES: usize = 4096;
+
+/// Most guest log records one hook call writes. The guest's further `log` calls succeed but
+/// are dropped, and the call ends with one warning that counts them. Lines at a level the
+/// operator does not log are not counted.
+pub const LOG_LINES_PER_CALL: usize = 200;
+
+/// Most bytes of guest log messages (as written: escaped and cut) one hook call writes;
+/// beyond, lines are dropped like beyond [`LOG_LINES_PER_CALL`].
+pub const LOG_BYTES_PER_CALL: usize = 64 * 1024;
+
+/// Most distinct refused hosts a call remembers (and warns about, once each).
+const MAX_DENIED_HOSTS: usize = 8;
+
+/// Longest refused authority kept, in bytes.
+const MAX_DENIED_HOST_BYTES: usize = 256;
 
 /// The `T` of every `Store<T>`: one per hook call.
 pub(crate) struct HostState {
@@ -25,6 +42,7 @@ pub(crate) struct HostState {
     pub(crate) table: ResourceTable,
     pub(crate) policy: HttpPolicy,
     pub(crate) limiter: MemoryLimiter,
+    pub(crate) log_budget: LogBudget,
     pub(crate) identity: Arc<CallIdentity>,
     pub(crate) hook: &'static str,
     pub(crate) digest: Arc<str>,
@@ -64,6 +82,7 @@ impl HostState {
                 limit: memory_limit,
                 refused: None,
             },
+            log_budget: LogBudget::default(),
             identity,
             hook,
             digest,
@@ -94,14 +113,27 @@ impl types::Host for HostState {}
 
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) {
-        let mut message = message;
-        if message.len() > MAX_LOG_LINE {
-            let mut end = MAX_LOG_LINE;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push('…');
+        const TARGET: &str = "hoist::plugin";
+        let enabled = match level {
+            log::Level::Trace => tracing::enabled!(target: TARGET, tracing::Level::TRACE),
+            log::Level::Debug => tracing::enabled!(target: TARGET, tracing::Level::DEBUG),
+            log::Level::Info => tracing::enabled!(target: TARGET, tracing::Level::INFO),
+            log::Level::Warn => tracing::enabled!(target: TARGET, tracing::Level::WARN),
+            log::Level::Error => tracing::enabled!(target: TARGET, tracing::Level::ERROR),
+        };
+        if !enabled {
+            return;
+        }
+        if self.log_budget.is_spent() {
+            // Cheap: a flooding guest costs a length and two additions per line from here on.
+            self.log_budget.drop_line(message.len());
+            return;
+        }
+        let message_len = message.len();
+        let message = loggable_text(&message, MAX_LOG_LINE_BYTES);
+        if !self.log_budget.admit(message.len()) {
+            self.log_budget.drop_line(message_len);
+            return;
         }
         let id = &self.identity;
         let digest = &self.digest[..self.digest.len().min(12)];
@@ -126,6 +158,76 @@ impl log::Host for HostState {
             log::Level::Warn => emit!(warn),
             log::Level::Error => emit!(error),
         }
+    }
+}
+
+/// What a call has logged so far, against [`LOG_LINES_PER_CALL`] and [`LOG_BYTES_PER_CALL`].
+///
+/// The first line that does not fit spends the budget: it and every line after it are
+/// dropped and counted, so the log keeps a prefix of what the guest wrote, not a sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LogBudget {
+    /// Records written.
+    lines: usize,
+    /// Bytes of messages written (escaped and cut, as written).
+    bytes: usize,
+    /// Lines dropped.
+    dropped_lines: u64,
+    /// Bytes of the dropped lines, as the guest sent them.
+    dropped_bytes: u64,
+}
+
+impl LogBudget {
+    /// Whether a line was dropped (then every further line is dropped too).
+    fn is_spent(&self) -> bool {
+        self.dropped_lines > 0
+    }
+
+    /// Take a line of `len` bytes from the budget, if it fits.
+    fn admit(&mut self, len: usize) -> bool {
+        if self.is_spent()
+            || self.lines >= LOG_LINES_PER_CALL
+            || self.bytes.saturating_add(len) > LOG_BYTES_PER_CALL
+        {
+            return false;
+        }
+        self.lines += 1;
+        self.bytes += len;
+        true
+    }
+
+    /// Count a dropped line of `len` bytes.
+    fn drop_line(&mut self, len: usize) {
+        self.dropped_lines = self.dropped_lines.saturating_add(1);
+        self.dropped_bytes = self
+            .dropped_bytes
+            .saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
+    }
+
+    /// At the end of a call: one warning if lines were dropped.
+    pub(crate) fn report(&self, identity: &CallIdentity, hook: &str, digest: &str) {
+        if !self.is_spent() {
+            return;
+        }
+        tracing::warn!(
+            target: "hoist::plugin",
+            namespace = %identity.namespace,
+            scaler = %identity.scaler,
+            hook,
+            operation = %identity.operation,
+            attempt = identity.attempt,
+            plugin = &digest[..digest.len().min(12)],
+            logged_lines = self.lines,
+            logged_bytes = self.bytes,
+            dropped_lines = self.dropped_lines,
+            dropped_bytes = self.dropped_bytes,
+            "plugin log budget spent: dropped {} more lines ({} bytes) after {} lines ({} bytes); \
+             a call may log {LOG_LINES_PER_CALL} lines and {LOG_BYTES_PER_CALL} bytes",
+            self.dropped_lines,
+            self.dropped_bytes,
+            self.lines,
+            self.bytes,
+        );
     }
 }
 
@@ -166,6 +268,17 @@ impl WasiHttpHooks for HttpPolicy {
             let authority = uri
                 .authority()
                 .map_or_else(|| host.clone(), ToString::to_string);
+            let new = record_denied(
+                &mut self.denied.lock().unwrap_or_else(PoisonError::into_inner),
+                &authority,
+            );
+            if !new {
+                // Refused all the same, without a warning: a call warns once for each of
+                // its first MAX_DENIED_HOSTS refused hosts, so a guest retrying in a loop
+                // cannot flood the log.
+                return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+            }
+            let authority = loggable_text(&authority, MAX_DENIED_HOST_BYTES);
             let id = &self.identity;
             tracing::warn!(
                 target: "hoist::plugin",
@@ -178,10 +291,6 @@ impl WasiHttpHooks for HttpPolicy {
                 allowed = %self.allow,
                 "plugin request denied: host not on the allow-list"
             );
-            self.denied
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(authority);
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         Box::new(async move {
@@ -193,6 +302,17 @@ impl WasiHttpHooks for HttpPolicy {
             ))
         })
     }
+}
+
+/// Remember a refused authority (cut to [`MAX_DENIED_HOST_BYTES`]) unless it is known or
+/// [`MAX_DENIED_HOSTS`] are; whether it was new.
+fn record_denied(denied: &mut Vec<String>, authority: &str) -> bool {
+    let authority = bounded_text(authority, MAX_DENIED_HOST_BYTES);
+    if denied.len() >= MAX_DENIED_HOSTS || denied.contains(&authority) {
+        return false;
+    }
+    denied.push(authority);
+    true
 }
 
 /// Caps a store's linear memories (and tables) and remembers a refused growth, so that the
@@ -235,7 +355,8 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 }
 
 /// A bounded, shared in-memory sink for a guest's stderr: keeps the first `capacity` bytes and
-/// drops the rest (a guest writing more is not an error).
+/// drops the rest (a guest writing more is not an error). Nothing else is kept: the buffer
+/// never grows beyond `capacity`, however much the guest writes.
 #[derive(Clone)]
 pub(crate) struct CapturedOutput {
     buffer: Arc<Mutex<Vec<u8>>>,
@@ -319,7 +440,79 @@ pub(crate) fn guest_failure_text(stderr: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::guest_failure_text;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    use tokio::io::AsyncWrite;
+
+    use super::{
+        CapturedOutput, LOG_BYTES_PER_CALL, LOG_LINES_PER_CALL, LogBudget, MAX_DENIED_HOSTS,
+        guest_failure_text, record_denied,
+    };
+
+    #[test]
+    fn the_log_budget_stops_at_its_line_limit_and_counts_the_rest() {
+        let mut budget = LogBudget::default();
+        for _ in 0..LOG_LINES_PER_CALL {
+            assert!(budget.admit(10));
+        }
+        assert!(!budget.is_spent());
+        assert!(!budget.admit(10));
+        budget.drop_line(10);
+        budget.drop_line(7);
+        assert!(budget.is_spent());
+        assert_eq!(budget.lines, LOG_LINES_PER_CALL);
+        assert_eq!(budget.bytes, LOG_LINES_PER_CALL * 10);
+        assert_eq!((budget.dropped_lines, budget.dropped_bytes), (2, 17));
+    }
+
+    #[test]
+    fn the_log_budget_stops_at_its_byte_limit_and_keeps_a_prefix() {
+        let mut budget = LogBudget::default();
+        assert!(budget.admit(LOG_BYTES_PER_CALL - 100));
+        assert!(budget.admit(100));
+        // Full: a one-byte line no longer fits.
+        assert!(!budget.admit(1));
+        budget.drop_line(1);
+        // Once a line was dropped, later lines are dropped too, however small.
+        assert!(!budget.admit(0));
+        assert_eq!(budget.lines, 2);
+        assert_eq!(budget.bytes, LOG_BYTES_PER_CALL);
+    }
+
+    #[test]
+    fn refused_hosts_are_remembered_once_each_and_bounded() {
+        let mut denied = Vec::new();
+        assert!(record_denied(&mut denied, "10.0.0.1:80"));
+        assert!(!record_denied(&mut denied, "10.0.0.1:80"));
+        for i in 2..100 {
+            record_denied(&mut denied, &format!("10.0.0.{i}:80"));
+        }
+        assert_eq!(denied.len(), MAX_DENIED_HOSTS);
+        let long = format!("{}.example:80", "a".repeat(10_000));
+        let mut denied = Vec::new();
+        assert!(record_denied(&mut denied, &long));
+        assert!(
+            denied[0].len() <= super::MAX_DENIED_HOST_BYTES,
+            "{}",
+            denied[0].len()
+        );
+    }
+
+    #[test]
+    fn captured_stderr_keeps_only_its_capacity() {
+        let out = CapturedOutput::new(16);
+        let mut writer = out.clone();
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..1000 {
+            let chunk = [b'x'; 1024];
+            match Pin::new(&mut writer).poll_write(&mut cx, &chunk) {
+                Poll::Ready(Ok(n)) => assert_eq!(n, chunk.len(), "writes never fail"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(out.contents(), "x".repeat(16));
+    }
 
     #[test]
     fn extracts_rust_panic_message() {

@@ -6,10 +6,16 @@
 //! - [`Sandbox::load`]: content-addressed by sha256, verified (a component, of our world, of
 //!   a supported WIT version), deduplicated in memory, and precompiled artifacts cached on
 //!   disk keyed by digest and the engine's compatibility hash, so a restart does not compile.
+//!   [`Sandbox::load_cached`] loads (and verifies) a plugin from that cache by digest alone,
+//!   for an operation that outlived the bytes it started with.
 //! - [`HookRunner`] (implemented by [`Sandbox`]): the typed interface the operator calls.
 //!   Every call gets a fresh store with a memory cap, a deadline that bounds guest code and
 //!   host calls alike, no filesystem, no environment, no sockets, and outgoing HTTP only to the
-//!   hosts on the call's allow-list. Guest logs go to `tracing` with the call's identity.
+//!   hosts on the call's allow-list. Guest logs go to `tracing` with the call's identity,
+//!   escaped to one line each, at most [`MAX_LOG_LINE_BYTES`] per line and
+//!   [`LOG_LINES_PER_CALL`] lines / [`LOG_BYTES_PER_CALL`] bytes per call.
+//! - Every text a plugin hands back in a call result (messages, error texts) is cut to
+//!   [`MAX_MESSAGE_BYTES`] by [`bounded_text`], which says in the text what it cut.
 //!
 //! No Kubernetes types appear here: the operator maps its resources to [`HookContext`] and
 //! [`CallOptions`].
@@ -24,6 +30,7 @@ mod host;
 mod plugin;
 mod runner;
 mod sandbox;
+mod text;
 
 pub use allow::AllowList;
 pub use config::SandboxConfig;
@@ -32,9 +39,11 @@ pub use context::{
     TargetRef,
 };
 pub use error::SandboxError;
+pub use host::{LOG_BYTES_PER_CALL, LOG_LINES_PER_CALL, MAX_LOG_LINE_BYTES};
 pub use plugin::{LoadSource, Plugin};
 pub use runner::{BoxFuture, CallIdentity, CallOptions, HookName, HookRunner};
 pub use sandbox::{LoadStats, Sandbox};
+pub use text::{MAX_MESSAGE_BYTES, bounded_text, loggable_text};
 
 /// The `hoist:hooks` WIT package version this host implements.
 pub const WIT_VERSION: &str = "0.1.0";

@@ -43,7 +43,8 @@ impl Plugin {
         &self.digest
     }
 
-    /// Size of the component in bytes.
+    /// Size of the component in bytes; 0 for a plugin loaded by
+    /// [`crate::Sandbox::load_cached`], which never saw them.
     pub fn size(&self) -> usize {
         self.size
     }

@@ -12,9 +12,10 @@ use crate::allow::AllowList;
 use crate::bindings::types as wit;
 use crate::context::{FailureInfo, HookContext, HookOutcome, split_hook_error};
 use crate::error::SandboxError;
-use crate::host::{CapturedOutput, HostState, guest_failure_text};
+use crate::host::{CapturedOutput, HostState, MAX_LOG_LINE_BYTES, guest_failure_text};
 use crate::plugin::Plugin;
 use crate::sandbox::Sandbox;
+use crate::text::{MAX_MESSAGE_BYTES, bounded_text, loggable_text};
 
 /// A boxed future, so that [`HookRunner`] stays object-safe (`Arc<dyn HookRunner>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -198,7 +199,10 @@ impl HookRunner for Sandbox {
                 .await?;
             match answer {
                 Answer::Validate(Ok(())) => Ok(()),
-                Answer::Validate(Err(message)) => Err(SandboxError::ConfigRejected(message)),
+                Answer::Validate(Err(message)) => Err(SandboxError::ConfigRejected(bounded_text(
+                    &message,
+                    MAX_MESSAGE_BYTES,
+                ))),
                 _ => Err(SandboxError::HookResult {
                     hook: HookName::ValidateConfig.as_str(),
                     message: "unexpected answer".into(),
@@ -208,8 +212,10 @@ impl HookRunner for Sandbox {
     }
 }
 
+/// A hook's error answer, its text bounded to [`MAX_MESSAGE_BYTES`].
 fn guest_error(hook: &'static str, e: wit::HookError, denied: &[String]) -> SandboxError {
     let (kind, message) = split_hook_error(e);
+    let message = bounded_text(&message, MAX_MESSAGE_BYTES);
     if denied.is_empty() {
         SandboxError::HookFailed {
             hook,
@@ -219,6 +225,7 @@ fn guest_error(hook: &'static str, e: wit::HookError, denied: &[String]) -> Sand
     } else {
         SandboxError::HookRequestDenied {
             hook,
+            // At most 8 hosts of at most 256 bytes each (see `host::record_denied`).
             hosts: denied.join(", "),
             message,
         }
@@ -226,6 +233,9 @@ fn guest_error(hook: &'static str, e: wit::HookError, denied: &[String]) -> Sand
 }
 
 impl Sandbox {
+    /// `pre-scale` or `post-scale`. Messages are cut to [`MAX_MESSAGE_BYTES`]; a state larger
+    /// than [`crate::SandboxConfig::max_state_bytes`] is an error, never cut (the plugin
+    /// could not resume from part of it).
     async fn scale_hook(
         &self,
         plugin: &Plugin,
@@ -238,14 +248,17 @@ impl Sandbox {
             .invoke(plugin, Invocation::Scale(name, ctx), options)
             .await?;
         match answer {
-            Answer::Outcome(Ok(wit::Outcome::Done(message))) => Ok(HookOutcome::Done { message }),
+            Answer::Outcome(Ok(wit::Outcome::Done(message))) => Ok(HookOutcome::Done {
+                message: bounded_text(&message, MAX_MESSAGE_BYTES),
+            }),
             Answer::Outcome(Ok(wit::Outcome::InProgress(p))) => {
                 let max = self.inner.config.max_state_bytes;
                 if p.state.len() > max {
                     return Err(SandboxError::HookResult {
                         hook,
                         message: format!(
-                            "in-progress state is {} bytes, more than the {max} allowed",
+                            "in-progress state is {} bytes, more than the {max} allowed \
+                             (the state is stored in the Scaler's status: keep it small)",
                             p.state.len()
                         ),
                     });
@@ -253,7 +266,7 @@ impl Sandbox {
                 Ok(HookOutcome::InProgress {
                     state: p.state,
                     retry_after: Duration::from_millis(p.retry_after_ms),
-                    message: p.message,
+                    message: bounded_text(&p.message, MAX_MESSAGE_BYTES),
                 })
             }
             Answer::Outcome(Err(e)) => Err(guest_error(hook, e, &denied)),
@@ -352,11 +365,15 @@ impl Sandbox {
                 options.deadline,
             )),
         };
+        store
+            .data()
+            .log_budget
+            .report(&identity, hook, &plugin.digest);
         report(
             &identity,
             hook,
             &plugin.digest,
-            &stderr_text,
+            &loggable_text(stderr_text.trim(), inner.config.max_stderr_bytes),
             outcome.as_ref().err(),
             started,
         );
@@ -364,7 +381,8 @@ impl Sandbox {
     }
 }
 
-/// Log the end of a call: the guest's stderr (debug) and, for a failure, why (warn).
+/// Log the end of a call: the guest's stderr (debug, already made loggable) and, for a
+/// failure, why (warn, escaped: error texts come from the plugin).
 fn report(
     identity: &CallIdentity,
     hook: &'static str,
@@ -373,7 +391,7 @@ fn report(
     error: Option<&SandboxError>,
     started: Instant,
 ) {
-    if !stderr.trim().is_empty() {
+    if !stderr.is_empty() {
         tracing::debug!(
             target: "hoist::plugin",
             namespace = %identity.namespace,
@@ -381,8 +399,7 @@ fn report(
             hook,
             operation = %identity.operation,
             attempt = identity.attempt,
-            "guest stderr: {}",
-            stderr.trim()
+            "guest stderr: {stderr}"
         );
     }
     if let Some(err) = error {
@@ -396,7 +413,8 @@ fn report(
             plugin = &digest[..digest.len().min(12)],
             reason = err.reason(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "hook call failed: {err}"
+            "hook call failed: {}",
+            loggable_text(&err.to_string(), 2 * MAX_LOG_LINE_BYTES)
         );
     }
 }
@@ -424,7 +442,7 @@ fn classify_trap(
         None => format!("{err:#}"),
     };
     let message = match guest_failure_text(stderr) {
-        Some(text) => format!("{text} ({trap})"),
+        Some(text) => format!("{} ({trap})", bounded_text(&text, MAX_MESSAGE_BYTES)),
         None => trap,
     };
     SandboxError::HookTrapped { hook, message }

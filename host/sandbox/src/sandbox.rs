@@ -17,6 +17,7 @@ use crate::config::SandboxConfig;
 use crate::error::SandboxError;
 use crate::host::HostState;
 use crate::plugin::{LoadSource, Plugin};
+use crate::text::bounded_text;
 use crate::{HOOKS_INTERFACE, WIT_VERSION};
 
 /// Counters of how loads were served, since the sandbox was created.
@@ -188,15 +189,62 @@ impl Sandbox {
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
             "plugin loaded"
         );
+        Ok((self.insert(digest, plugin), source))
+    }
+
+    /// Load a plugin by digest alone: from memory, or else from the on-disk cache of
+    /// precompiled plugins ([`SandboxConfig::cache_dir`]), for when its bytes are no longer
+    /// available (an operation in flight after a restart, whose `ConfigMap` already holds a
+    /// newer version).
+    ///
+    /// `digest` is the lower-case hex sha256 of the component, as [`Plugin::digest`] gives
+    /// it; anything else is [`SandboxError::InvalidDigest`]. `Ok(None)` when the plugin is
+    /// neither loaded nor cached: no cache directory, no entry for this digest and engine,
+    /// or an entry that the cache does not trust (not a private regular file of the cache's
+    /// owner) or wasmtime cannot read; those are logged. A cached entry is verified like
+    /// [`Sandbox::load_with_source`] verifies bytes (world, exports, WIT version, imports),
+    /// with the same errors.
+    ///
+    /// The returned plugin's [`Plugin::size`] is 0: the cache keeps compiled code, not the
+    /// component's size. Counted as a disk hit in [`Sandbox::stats`]. Maps a file; cheap
+    /// next to compiling, but blocking I/O.
+    pub fn load_cached(&self, digest: &str) -> Result<Option<Arc<Plugin>>, SandboxError> {
+        if !is_sha256_hex(digest) {
+            return Err(SandboxError::InvalidDigest(bounded_text(digest, 100)));
+        }
+        if let Some(plugin) = self.get(digest) {
+            self.inner.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(plugin));
+        }
+        let Some(cache) = &self.inner.cache else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let Some(component) = cache.load(&self.inner.engine, digest) else {
+            return Ok(None);
+        };
+        let plugin = self.verify(&component, digest, 0)?;
+        self.inner.disk_hits.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            digest = %digest,
+            source = %LoadSource::DiskCache,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "plugin loaded by digest from the precompiled cache"
+        );
+        Ok(Some(self.insert(digest.to_string(), plugin)))
+    }
+
+    /// Add a verified plugin to the loaded ones; another thread may have loaded the same
+    /// digest meanwhile: the first one stays, and is returned.
+    fn insert(&self, digest: String, plugin: Plugin) -> Arc<Plugin> {
         let plugin = Arc::new(plugin);
-        let mut plugins = self
-            .inner
+        self.inner
             .plugins
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // Another thread may have loaded the same digest meanwhile: keep the first.
-        let plugin = plugins.entry(digest).or_insert(plugin).clone();
-        Ok((plugin, source))
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(digest)
+            .or_insert(plugin)
+            .clone()
     }
 
     /// A loaded plugin by digest (an operation in flight keeps the digest it started with).
@@ -310,6 +358,15 @@ impl Sandbox {
     }
 }
 
+/// Whether `digest` is a sha256 as [`Plugin::digest`] writes it: 64 lower-case hex digits.
+/// (It names a file in the cache: nothing else may get that far.)
+fn is_sha256_hex(digest: &str) -> bool {
+    digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Tell garbage, core modules and components apart from the 8-byte preamble.
 fn sniff(bytes: &[u8]) -> Result<(), SandboxError> {
     const MAGIC: &[u8; 4] = b"\0asm";
@@ -362,8 +419,21 @@ fn spawn_ticker(
 
 #[cfg(test)]
 mod tests {
-    use super::sniff;
+    use super::{is_sha256_hex, sniff};
     use crate::SandboxError;
+
+    #[test]
+    fn only_lower_case_sha256_hex_is_a_digest() {
+        let good = "be8bdfd09032".repeat(5) + "0123";
+        assert_eq!(good.len(), 64);
+        assert!(is_sha256_hex(&good));
+        assert!(!is_sha256_hex(&good.to_uppercase()));
+        assert!(!is_sha256_hex(&good[..63]));
+        assert!(!is_sha256_hex(&format!("{good}0")));
+        assert!(!is_sha256_hex(&format!("sha256:{}", &good[7..])));
+        assert!(!is_sha256_hex(&format!("../../{}", &good[6..])));
+        assert!(!is_sha256_hex(""));
+    }
 
     #[test]
     fn sniff_tells_garbage_core_and_component_apart() {

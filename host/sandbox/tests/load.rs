@@ -228,3 +228,172 @@ fn second_process_load_hits_disk_cache() {
         second.split_whitespace().nth(1)
     );
 }
+
+fn cache_config(cache: &std::path::Path) -> SandboxConfig {
+    SandboxConfig {
+        cache_dir: Some(cache.to_path_buf()),
+        ..SandboxConfig::default()
+    }
+}
+
+/// The one cache entry's file name after the digest: `-<engine key>.cwasm`.
+fn engine_suffix(cache: &std::path::Path) -> String {
+    let name = std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| std::path::Path::new(n).extension() == Some("cwasm".as_ref()))
+        .expect("a cache entry");
+    name[64..].to_string()
+}
+
+#[tokio::test]
+async fn load_cached_serves_a_digest_whose_bytes_are_gone() {
+    use hoist_sandbox::{HookOutcome, HookRunner};
+    common::Logs::capture();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let digest = {
+        let first = Sandbox::new(cache_config(&cache)).unwrap();
+        first
+            .load(&plugin_bytes("fixture-noop"))
+            .unwrap()
+            .digest()
+            .to_string()
+    };
+    // A restarted operator: a new sandbox on the same cache, and no bytes.
+    let sb = Sandbox::new(cache_config(&cache)).unwrap();
+    let plugin = sb.load_cached(&digest).unwrap().expect("cached");
+    assert_eq!(plugin.digest(), digest);
+    assert_eq!(plugin.wit_version(), hoist_sandbox::WIT_VERSION);
+    assert_eq!(
+        plugin.exports(),
+        ["pre-scale", "post-scale", "on-failure", "validate-config"]
+    );
+    assert_eq!(
+        plugin.size(),
+        0,
+        "the cache does not know the component's size"
+    );
+    assert_eq!(sb.stats().disk_hits, 1);
+    assert_eq!(sb.stats().compiled, 0);
+    let ctx = common::scale_down(vec![common::pod("w-0", 0, "127.0.0.1")], 0, "{}");
+    let outcome = sb
+        .pre_scale(
+            &plugin,
+            &ctx,
+            &common::options(std::time::Duration::from_secs(5), &[]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        HookOutcome::Done {
+            message: "no pre-scale work".into()
+        }
+    );
+    // Now loaded: the same Arc from memory, and by `get`.
+    assert!(Arc::ptr_eq(
+        &plugin,
+        &sb.load_cached(&digest).unwrap().unwrap()
+    ));
+    assert!(sb.get(&digest).is_some());
+    assert_eq!(sb.stats().memory_hits, 1);
+
+    // A digest never loaded is not cached.
+    let unknown = "0".repeat(64);
+    assert!(sb.load_cached(&unknown).unwrap().is_none());
+    // Without a cache directory nothing is cached.
+    assert!(sandbox().load_cached(&digest).unwrap().is_none());
+}
+
+#[test]
+fn load_cached_refuses_what_is_not_a_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = Sandbox::new(cache_config(&dir.path().join("cache"))).unwrap();
+    let escape = format!("../../{}", "a".repeat(58));
+    for bad in [
+        "",
+        "sha256:abc",
+        escape.as_str(),
+        &"A".repeat(64),
+        &"a".repeat(65),
+    ] {
+        let err = sb.load_cached(bad).unwrap_err();
+        assert!(
+            matches!(err, SandboxError::InvalidDigest(_)),
+            "{bad}: {err:?}"
+        );
+        assert_eq!(err.reason(), "PluginDigestInvalid");
+    }
+}
+
+#[test]
+fn load_cached_verifies_the_entry_like_a_load() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let sb = Sandbox::new(cache_config(&cache)).unwrap();
+    sb.load(&plugin_bytes("fixture-noop")).unwrap();
+    let suffix = engine_suffix(&cache);
+    // A precompiled component of the wrong WIT version under a digest's name (the cache
+    // never writes one; a future hoist with the same engine could).
+    let wrong =
+        wasmtime::component::Component::new(sb.engine(), plugin_bytes("fixture-wrong-version"))
+            .unwrap()
+            .serialize()
+            .unwrap();
+    let digest = "1".repeat(64);
+    let path = cache.join(format!("{digest}{suffix}"));
+    std::fs::write(&path, wrong).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = Sandbox::new(cache_config(&cache))
+        .unwrap()
+        .load_cached(&digest)
+        .unwrap_err();
+    assert!(
+        matches!(err, SandboxError::LoadWitVersion { ref found, .. } if found == "9.0.0"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn load_cached_applies_the_cache_safety_checks() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let digest = Sandbox::new(cache_config(&cache))
+        .unwrap()
+        .load(&plugin_bytes("fixture-noop"))
+        .unwrap()
+        .digest()
+        .to_string();
+    let entry = cache.join(format!("{digest}{}", engine_suffix(&cache)));
+
+    // An entry others could have written is not trusted.
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let sb = Sandbox::new(cache_config(&cache)).unwrap();
+    assert!(sb.load_cached(&digest).unwrap().is_none());
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // Nor a symlink to one (even a good one).
+    let elsewhere = dir.path().join("elsewhere.cwasm");
+    std::fs::rename(&entry, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &entry).unwrap();
+    assert!(sb.load_cached(&digest).unwrap().is_none());
+    std::fs::remove_file(&entry).unwrap();
+    std::fs::rename(&elsewhere, &entry).unwrap();
+
+    // Nor one that is not a precompiled artifact.
+    let good = std::fs::read(&entry).unwrap();
+    std::fs::write(&entry, b"not a precompiled artifact").unwrap();
+    assert!(sb.load_cached(&digest).unwrap().is_none());
+    std::fs::write(&entry, &good).unwrap();
+
+    // Nor anything once the directory became writable by others.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(sb.load_cached(&digest).unwrap().is_none());
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    // The same entry, restored, loads.
+    assert!(sb.load_cached(&digest).unwrap().is_some());
+}
