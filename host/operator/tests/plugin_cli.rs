@@ -383,6 +383,65 @@ fn run_reports_failures_as_json_and_a_non_zero_exit() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[test]
+fn run_prints_a_huge_plugin_message_cut_to_the_limit() {
+    // fixture-huge-message answers with 10 MiB texts; the CLI prints what the sandbox
+    // returns: at most MAX_MESSAGE_BYTES of each, with a note of how much was cut.
+    let max = hoist_sandbox::MAX_MESSAGE_BYTES;
+    let dir = scratch();
+    let ctx = write_context(&dir, 8080, None);
+    let file = plugin("fixture-huge-message");
+    let run = |hook: &str| {
+        hoist(&[
+            "plugin",
+            "run",
+            file.to_str().unwrap(),
+            "--hook",
+            hook,
+            "--context",
+            ctx.to_str().unwrap(),
+        ])
+    };
+
+    let out = run("pre-scale");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        out.stdout.len() < 4 * max,
+        "{} bytes on stdout",
+        out.stdout.len()
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["outcome"], "done", "{json}");
+    let message = json["message"].as_str().unwrap();
+    assert!(message.len() <= max, "{} bytes", message.len());
+    assert!(message.starts_with("pre-scale done: €€€"), "{message}");
+    assert!(
+        message.contains("… [cut: ") && message.ends_with(" bytes more]"),
+        "{message}"
+    );
+
+    let out = run("validate-config");
+    assert!(!out.status.success());
+    assert!(
+        out.stdout.len() < 4 * max,
+        "{} bytes on stdout",
+        out.stdout.len()
+    );
+    assert!(
+        out.stderr.len() < 16 * max,
+        "{} bytes on stderr",
+        out.stderr.len()
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["reason"], "ConfigRejected", "{json}");
+    let message = json["message"].as_str().unwrap();
+    assert!(
+        message.contains("config rejected: €€€") && message.ends_with(" bytes more]"),
+        "{message}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 fn leb128(mut n: usize, out: &mut Vec<u8>) {
     loop {
         let byte = u8::try_from(n & 0x7f).unwrap();
