@@ -30,8 +30,8 @@ pub use autoscaling::{Algorithm, Autoscaling, AutoscalingMode};
 pub use duration::Duration;
 pub use hooks::{Backoff, FailurePolicy, Hooks, PluginRef, RetryPolicy, StageTimeouts};
 pub use scaler::{
-    DEFAULT_MIN_REPLICAS, Failure, OnFailure, Operation, PluginStatus, Scaler, ScalerSpec,
-    ScalerStatus, Stage, TargetRef,
+    DEFAULT_MIN_REPLICAS, Failure, OnFailure, Operation, OperationTarget, PluginStatus, Scaler,
+    ScalerSpec, ScalerStatus, Stage, TargetRef,
 };
 pub use validate::SpecViolation;
 
@@ -50,6 +50,16 @@ pub const MANAGED_BY: &str = "hoist";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Field manager name for server-side apply.
 pub const FIELD_MANAGER: &str = "hoist";
+/// Finalizer hoist holds on a Scaler while an operation with hooks is in flight (or its
+/// `on-failure` is still due), so that deleting the Scaler first undoes the operation.
+pub const FINALIZER: &str = "hoist.dev/operation";
+/// Field manager of the finalizer (server-side apply of `metadata.finalizers` alone).
+pub const FINALIZER_MANAGER: &str = "hoist-finalizer";
+/// Annotation on the pods a Deployment/ReplicaSet scale-down chose to remove: the id of the
+/// operation that chose them. Removed (with the deletion cost) when the operation ends.
+pub const LEAVING_ANNOTATION: &str = "hoist.dev/leaving";
+/// The annotation the ReplicaSet controller ranks pods by when it scales down.
+pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
 /// Errors of this crate, one variant per failing operation.
 #[derive(Debug, thiserror::Error)]

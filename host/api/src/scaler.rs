@@ -1,6 +1,6 @@
 //! The `Scaler` custom resource: spec and status.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -137,6 +137,24 @@ pub struct TargetRef {
     pub name: String,
 }
 
+impl TargetRef {
+    /// Whether pods of this kind have stable ordinals (apps/v1 StatefulSet).
+    pub fn is_stateful_set(&self) -> bool {
+        self.kind == "StatefulSet" && self.api_version == "apps/v1"
+    }
+
+    /// Whether the controller of this kind honours `controller.kubernetes.io/pod-deletion-cost`
+    /// (apps/v1 Deployment and ReplicaSet).
+    pub fn honours_deletion_cost(&self) -> bool {
+        self.api_version == "apps/v1" && (self.kind == "Deployment" || self.kind == "ReplicaSet")
+    }
+
+    /// `Kind/name`, for short messages.
+    pub fn short(&self) -> String {
+        format!("{}/{}", self.kind, self.name)
+    }
+}
+
 impl std::fmt::Display for TargetRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{} {}", self.api_version, self.kind, self.name)
@@ -234,21 +252,91 @@ pub struct Operation {
     pub from: i32,
     /// The count the operation moves to (frozen; later changes go to `pendingReplicas`).
     pub to: i32,
+    /// The workload the operation was started for, with its uid: the operation never writes
+    /// to another one (a changed `spec.targetRef`, or a target deleted and created again under
+    /// the same name, fails it). Absent only in statuses written before hoist recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<OperationTarget>,
     /// When the operation (this attempt) started.
     pub started_at: Time,
-    /// When the current stage started.
-    pub stage_started_at: Time,
+    /// When the current stage started (microseconds, so hooks see the elapsed time in ms).
+    pub stage_started_at: MicroTime,
     /// sha256 of the plugin the operation uses for all its hooks; absent without hooks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin_digest: Option<String>,
     /// State the plugin asked to keep between calls of the current stage (opaque).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_state: Option<String>,
-    /// The last message a hook reported.
+    /// The last message a hook reported (bounded; a longer one is cut, and says so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_message: Option<String>,
+    /// How often the current stage's hook has been called (its `attempt` is this plus one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hook_calls: u32,
+    /// When the current stage's hook is due again after it answered `in-progress`: no call
+    /// happens before, whatever triggers a reconcile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hook_call_at: Option<Time>,
+    /// How often hoist wrote `to` to the target for this operation. Every write is recorded
+    /// here first (a status write guarded by the resourceVersion), so a reconcile on a stale
+    /// copy of the Scaler never reaches the target.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub target_writes: u32,
     /// Attempt number, 1 for the first; retries of a failed operation increase it.
     pub attempt: u32,
+}
+
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if signature"
+)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The workload an operation belongs to: `spec.targetRef` when it started, and the uid the
+/// target had then.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationTarget {
+    /// API version of the target.
+    pub api_version: String,
+    /// Kind of the target.
+    pub kind: String,
+    /// Name of the target.
+    pub name: String,
+    /// `metadata.uid` of the target when the operation started (absent for kinds whose
+    /// object could not be read by uid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+impl OperationTarget {
+    /// Whether `spec.targetRef` still names this workload.
+    pub fn is(&self, target: &TargetRef) -> bool {
+        self.api_version == target.api_version
+            && self.kind == target.kind
+            && self.name == target.name
+    }
+
+    /// The reference part, as `spec.targetRef` has it.
+    pub fn target_ref(&self) -> TargetRef {
+        TargetRef {
+            api_version: self.api_version.clone(),
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for OperationTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.target_ref())?;
+        if let Some(uid) = &self.uid {
+            write!(f, " (uid {uid})")?;
+        }
+        Ok(())
+    }
 }
 
 /// Why an operation failed.

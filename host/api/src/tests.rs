@@ -394,12 +394,21 @@ fn status_round_trips_and_stage_is_flat() {
             started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 jiff::Timestamp::from_second(1_700_000_000).unwrap(),
             ),
-            stage_started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                jiff::Timestamp::from_second(1_700_000_001).unwrap(),
+            target: Some(crate::OperationTarget {
+                api_version: "apps/v1".into(),
+                kind: "StatefulSet".into(),
+                name: "web".into(),
+                uid: Some("0f0f0f0f-1111-2222-3333-444455556666".into()),
+            }),
+            stage_started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                jiff::Timestamp::from_microsecond(1_700_000_001_250_000).unwrap(),
             ),
             plugin_digest: Some("d".repeat(64)),
             hook_state: Some("{\"step\":2}".into()),
             hook_message: None,
+            hook_calls: 2,
+            next_hook_call_at: None,
+            target_writes: 0,
             attempt: 1,
         }),
         pending_replicas: Some(7),
@@ -411,6 +420,14 @@ fn status_round_trips_and_stage_is_flat() {
         "stage is a flat string, not nested"
     );
     assert_eq!(value["operation"]["startedAt"], "2023-11-14T22:13:20Z");
+    assert_eq!(
+        value["operation"]["stageStartedAt"], "2023-11-14T22:13:21.250000Z",
+        "the stage start keeps microseconds, so hooks see elapsed milliseconds"
+    );
+    assert_eq!(
+        value["operation"]["target"]["uid"],
+        "0f0f0f0f-1111-2222-3333-444455556666"
+    );
     let back: ScalerStatus = serde_json::from_value(value).unwrap();
     assert_eq!(back, status);
 }

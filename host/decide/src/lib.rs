@@ -14,32 +14,32 @@
 //! # The two-phase protocol (how the operator calls it)
 //!
 //! ```text
-//! plan = decide(obs)                                 // phase 1, obs.hook_result = None
-//! if let Some(call) = plan.hook {                    // a hook plan carries nothing else
-//!     let result = run_hook(call)                    // sandbox; errors, traps, timeouts -> Failed
-//!     plan = decide(Observation { hook_result: Some(result), ..obs })   // phase 2, same snapshot
-//!     // phase 2 never asks for another hook
+//! match decide(obs) {                                // phase 1
+//!     Decision::Act(plan) => act(plan),
+//!     Decision::Call(call) => {                      // nothing is written before the result
+//!         let result = run_hook(call)                // sandbox; errors, traps, timeouts -> Failed
+//!         act(decide_after(obs, result))             // phase 2, same snapshot: a Plan, no hook
+//!     }
 //! }
-//! act(plan):  1. plan.scale_target  -> PATCH target /scale   (frozen `to`, idempotent)
-//!             2. plan.status        -> replace /status (with the observed resourceVersion)
-//!             3. plan.remove_retry_annotation -> patch metadata.annotations
-//!             4. plan.events        -> publish
-//!             5. plan.requeue_after -> requeue (watch events also trigger a reconcile)
+//! act(plan):  1. plan.finalizer (Add)   -> before anything the operation causes
+//!             2. plan.status            -> /status, guarded by the observed resourceVersion
+//!             3. plan.scale_target      -> PATCH target /scale (frozen `to`, idempotent)
+//!             4. plan.release_leaving   -> remove the ended operation's pod marks
+//!             5. plan.remove_retry_annotation, plan.finalizer (Remove), plan.events
+//!             6. plan.requeue_after     -> requeue (watch events also trigger a reconcile)
 //! ```
 //!
-//! - A plan with `hook: Some(..)` has no status, no /scale write, no events and no requeue:
-//!   nothing is written before the hook's outcome is known. Phase 2 re-derives the same request
-//!   from the same observation and applies the result to it.
-//! - The /scale write comes before the status write: a crash between the two leaves the status
-//!   in `PreScaling`, and the next round calls `pre-scale` again (at least once) and rewrites the
-//!   same `to`. In the other order a crash would leave Scaling recorded with the target
-//!   untouched. (Scaling also rewrites `to` when it sees the target's spec differ.)
+//! - Intent before effect: the status that records Scaling (with the frozen `to` and the
+//!   target's identity) is written before the `/scale` write it causes. A crash or a conflict
+//!   between the two leaves Scaling recorded with the target untouched, and Scaling writes `to`
+//!   again when the target's spec differs. The other order would leave PreScaling recorded after
+//!   the target shrank, and a second pre-scale call could then choose pods that stay.
 //! - A stage change that needs a hook is written first, and the hook is asked for in the next
 //!   round (`requeue_after = 0`): entering `PreScaling`, entering `PostScaling`, entering `Failed`
 //!   (then `on-failure`). So a hook never runs for an operation the status does not record.
 //! - If the status write conflicts, drop the plan and reconcile again: the next observation
 //!   yields the same request (the hook may run twice; hooks are at least once by contract).
-//!
+
 //! # Deadlines
 //!
 //! Every in-flight stage has a deadline (`spec.stageTimeouts`, 10m by default). A plan for an
@@ -52,7 +52,8 @@ mod machine;
 pub mod modes;
 
 pub use machine::{
-    Direction, Event, EventKind, Hook, HookCall, HookFailure, HookOperation, HookResult,
-    MIN_HOOK_RETRY, Observation, PLUGIN_LOADING_POLL, Plan, PluginAvailability, SCALING_POLL,
-    TARGET_UNAVAILABLE_POLL, TargetObservation, TargetScale, config_hash, decide,
+    Decision, Direction, Event, EventKind, FinalizerChange, Hook, HookCall, HookFailure,
+    HookOperation, HookResult, MAX_PLUGIN_TEXT, MIN_HOOK_RETRY, Observation, PLUGIN_LOADING_POLL,
+    Plan, PluginAvailability, SCALING_POLL, TARGET_UNAVAILABLE_POLL, TargetObservation,
+    TargetScale, bounded, config_hash, decide, decide_after,
 };

@@ -5,6 +5,9 @@
 // Stage and policy names (PreScaling, FailOpen, ...) are words of the specification in these docs.
 #![allow(clippy::doc_markdown)]
 
+mod gate;
+mod stages;
+mod status_conditions;
 mod types;
 
 #[cfg(test)]
@@ -16,10 +19,10 @@ use std::time::Duration;
 
 use hoist_api::conditions::{self, ConditionUpdate};
 use hoist_api::{
-    Failure, FailurePolicy, OnFailure, Operation, PluginStatus, RETRY_ANNOTATION, ScalerSpec,
-    ScalerStatus, Stage,
+    FINALIZER, Failure, FailurePolicy, OnFailure, Operation, OperationTarget, PluginStatus,
+    RETRY_ANNOTATION, ScalerSpec, ScalerStatus, Stage,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 
 pub use types::*;
 
@@ -32,37 +35,88 @@ pub const TARGET_UNAVAILABLE_POLL: Duration = Duration::from_secs(30);
 /// Shortest delay honoured for a hook's `retry_after`.
 pub const MIN_HOOK_RETRY: Duration = Duration::from_secs(1);
 
-/// Compute the plan for one observation. Pure and deterministic.
+/// Decide what to do for one observation. Pure and deterministic.
 ///
 /// Rules (each has a test in `machine/tests.rs`):
 /// - **Adoption**: a Scaler without status (or one that never saw its target) records the
 ///   target's current replicas and selector; nothing is scaled in that step.
 /// - **Idle**: when the clamped desired count (spec.replicas, or the target's own count when
-///   absent) differs from the target's, an operation starts with `to` frozen: with a plugin, it
-///   enters PreScaling; without, PreScaling passes at once, the plan writes `to` and enters
-///   Scaling. No operation starts while the spec is invalid, the target unreadable, the plugin
-///   loading/invalid/rejecting its config (FailClose), the direction paused, or the Scaler paused.
-///   Before a plugin and config pair is used, `validate-config` is called once.
-/// - **PreScaling**: call `pre-scale`; Done → write the frozen `to`, enter Scaling; InProgress →
-///   keep its state, call again after its delay (never past the deadline); Failed or stage
-///   deadline → FailClose: Failed (then `on-failure`); FailOpen: Warning event, enter Scaling.
+///   absent) differs from the target's, an operation starts with `to` frozen and the target's
+///   identity (apiVersion, kind, name, uid) recorded: with a plugin, it enters PreScaling (and
+///   hoist's finalizer is added first); without, PreScaling passes at once and the plan records
+///   Scaling, then writes `to`. No operation starts while the spec is invalid, the target
+///   unreadable, the plugin loading/invalid/rejecting its config (FailClose), the direction
+///   paused, or the Scaler paused. Before a plugin and config pair is used, `validate-config`
+///   is called once.
+/// - **Intent before effect**: a plan that writes the target also writes the status that
+///   records the Scaling stage of the same operation, and the operator writes that status
+///   first. So a `/scale` write never happens for an operation whose status says PreScaling.
+/// - **PreScaling**: call `pre-scale` when it is due; Done → enter Scaling (status, then `to`);
+///   InProgress → keep its state, store when the next call is due (its delay, never past the
+///   deadline) and call no earlier, whatever triggers a reconcile; Failed or stage deadline →
+///   FailClose: Failed (then `on-failure`); FailOpen: Warning event, enter Scaling. If the
+///   target already runs the frozen `to`, pre-scale is never called again (the leaving pods are
+///   gone or going): the operation enters Scaling.
 /// - **Scaling**: the target runs `to` (spec, status and ready counts, observed generation
 ///   current) → PostScaling (without a plugin: straight to Idle). Stage deadline → Failed. If
 ///   the target's spec drifted from `to`, `to` is written again.
 /// - **PostScaling**: call `post-scale`; Done → Idle, and a pending desired count starts the next
 ///   operation in the same plan; failures as in PreScaling.
+/// - **One workload**: while an operation is in flight, a `spec.targetRef` that names another
+///   workload fails it (`TargetChanged`), a target that is gone fails it (`TargetGone`), and
+///   one with another uid (deleted and created again) fails it (`TargetReplaced`); nothing is
+///   written to any target.
 /// - A desired count that changes during an operation is recorded as `pendingReplicas`, never
 ///   applied to the operation in flight.
 /// - **Failed**: `on-failure` is called once (best effort; its failure is recorded in
-///   `failure.onFailure` and a Warning event). Then Failed stays until the `hoist.dev/retry:
-///   "true"` annotation (removed by the plan) or the retry policy's backoff allows another
-///   attempt; a retry restarts from the current desired count with `attempt + 1`.
+///   `failure.onFailure` and a Warning event), then the operation's leaving-pod marks are
+///   released. Failed stays until the `hoist.dev/retry: "true"` annotation (removed by the
+///   plan) or the retry policy's backoff allows another attempt. A retry of an operation that
+///   failed before its target was written starts again from the current desired count with
+///   `attempt + 1`; one that failed after (Scaling or PostScaling) resumes at Scaling with
+///   `attempt + 1`, so post-scale runs for every operation that changed the workload.
+/// - **Deleted** (hoist's finalizer held): an operation in flight fails (`ScalerDeleted`),
+///   `on-failure` undoes it, the marks are released, then the finalizer is removed.
 /// - **paused**: nothing moves: no hook call, no target write, no stage change; stage deadlines
 ///   are shifted by the time spent paused.
-pub fn decide(obs: &Observation) -> Plan {
-    let mut m = Machine::new(obs);
+/// - Every string a plugin supplies is bounded ([`MAX_PLUGIN_TEXT`]) before it reaches the
+///   status or an event.
+pub fn decide(obs: &Observation) -> Decision {
+    let mut m = Machine::new(obs, None);
     m.run();
     m.finish()
+}
+
+/// Phase 2: the plan for the same observation after the hook that [`decide`] asked for
+/// returned `result`. Its type has no room for another hook request.
+pub fn decide_after(obs: &Observation, result: HookResult) -> Plan {
+    let mut m = Machine::new(obs, Some(result));
+    m.run();
+    match m.finish() {
+        Decision::Act(plan) => plan,
+        // The machine consumes the result before it could ask again; should a future rule
+        // break that, nothing is written and the next round asks afresh.
+        Decision::Call(_) => Plan {
+            requeue_after: Some(Duration::ZERO),
+            ..Plan::default()
+        },
+    }
+}
+
+/// Longest plugin-supplied text kept in the status or an event (messages, reasons,
+/// validate-config verdicts); longer text is cut and says so.
+pub const MAX_PLUGIN_TEXT: usize = 1024;
+
+/// `text` cut to at most `max` bytes (at a char boundary), with a note of what was cut.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [cut: {} bytes more]", &text[..end], text.len() - end)
 }
 
 /// Why no operation starts while Idle; feeds the Ready condition.
@@ -88,8 +142,12 @@ struct Machine<'a> {
     obs: &'a Observation,
     spec: &'a ScalerSpec,
     generation: Option<i64>,
+    /// Now, in whole seconds: status times (`Time`) are stored with second precision, so a
+    /// status that went through the API server yields the same plan as the one in memory.
     now: jiff::Timestamp,
     now_time: Time,
+    /// Now, in whole microseconds, for `MicroTime` fields.
+    now_micro: MicroTime,
     old: Option<ScalerStatus>,
     st: ScalerStatus,
     hook_result: Option<HookResult>,
@@ -99,14 +157,14 @@ struct Machine<'a> {
     /// HooksReady as computed by the hooks gate (status, reason, message).
     hooks_condition: Option<(bool, String, String)>,
     /// A hook request was emitted: the plan carries nothing else.
-    requested: bool,
+    requested: Option<HookCall>,
 }
 
 impl<'a> Machine<'a> {
-    fn new(obs: &'a Observation) -> Self {
-        // Status times are stored with second precision; work in whole seconds so a status that
-        // went through the API server yields the same plan as the one in memory.
+    fn new(obs: &'a Observation, hook_result: Option<HookResult>) -> Self {
         let now = jiff::Timestamp::from_second(obs.now.as_second()).unwrap_or(obs.now);
+        let micros = obs.now.as_microsecond();
+        let now_micro = jiff::Timestamp::from_microsecond(micros).unwrap_or(now);
         let spec = &obs.scaler.spec;
         Self {
             obs,
@@ -114,14 +172,15 @@ impl<'a> Machine<'a> {
             generation: obs.scaler.metadata.generation,
             now,
             now_time: Time(now),
+            now_micro: MicroTime(now_micro),
             old: obs.scaler.status.clone(),
             st: obs.scaler.status.clone().unwrap_or_default(),
-            hook_result: obs.hook_result.clone(),
+            hook_result,
             plan: Plan::default(),
             violations: spec.validate(),
             blocked: None,
             hooks_condition: None,
-            requested: false,
+            requested: None,
         }
     }
 
@@ -151,12 +210,20 @@ impl<'a> Machine<'a> {
                     );
                     self.plan.requeue_after = Some(Duration::ZERO);
                 }
-                TargetObservation::Unavailable { .. } => {
+                TargetObservation::Missing { .. } | TargetObservation::Unavailable { .. } => {
                     self.blocked = Some(Blocked::TargetUnavailable);
                     self.plan.requeue_after = Some(TARGET_UNAVAILABLE_POLL);
                 }
             }
             self.hooks_condition = Some(self.passive_hooks_condition());
+            return;
+        }
+
+        if self.deleting() {
+            self.being_deleted();
+            if self.hooks_condition.is_none() {
+                self.hooks_condition = Some(self.passive_hooks_condition());
+            }
             return;
         }
 
@@ -175,7 +242,11 @@ impl<'a> Machine<'a> {
         if let Some(since) = self.st.paused_since.take() {
             let paused_for = elapsed(self.now, since.0);
             if let Some(op) = &mut self.st.operation {
-                op.stage_started_at = Time(add(op.stage_started_at.0, paused_for));
+                op.stage_started_at = MicroTime(add(op.stage_started_at.0, paused_for));
+                op.next_hook_call_at = op
+                    .next_hook_call_at
+                    .take()
+                    .map(|at| Time(add(at.0, paused_for)));
             }
             self.event(
                 EventKind::Normal,
@@ -197,674 +268,19 @@ impl<'a> Machine<'a> {
             );
         }
 
-        match self.st.stage {
-            Stage::Idle => self.idle(1, None),
-            Stage::PreScaling => self.hook_stage(Hook::PreScale),
-            Stage::Scaling => self.scaling(),
-            Stage::PostScaling => self.hook_stage(Hook::PostScale),
-            Stage::Failed => self.failed(retry_requested),
+        if self.st.stage.in_flight() && self.target_left() {
+            // `target_left` failed the operation: nothing else happens in this round.
+        } else {
+            match self.st.stage {
+                Stage::Idle => self.idle(1, None),
+                Stage::PreScaling => self.hook_stage(Hook::PreScale),
+                Stage::Scaling => self.scaling(),
+                Stage::PostScaling => self.hook_stage(Hook::PostScale),
+                Stage::Failed => self.failed(retry_requested),
+            }
         }
         if self.hooks_condition.is_none() {
             self.hooks_condition = Some(self.passive_hooks_condition());
-        }
-    }
-
-    // ----- stages -----
-
-    /// Idle: start an operation when desired ≠ current. `attempt` and `reuse_id` carry a retry.
-    fn idle(&mut self, attempt: u32, reuse_id: Option<(String, i32, i32)>) {
-        self.st.stage = Stage::Idle;
-        self.st.operation = None;
-        self.st.failure = None;
-        if !self.violations.is_empty() {
-            self.blocked = Some(Blocked::InvalidSpec);
-            return;
-        }
-        let TargetObservation::Found(target) = &self.obs.target else {
-            self.blocked = Some(Blocked::TargetUnavailable);
-            self.plan.requeue_after = Some(TARGET_UNAVAILABLE_POLL);
-            return;
-        };
-        let current = target.spec_replicas;
-        let digest = match self.hooks_gate() {
-            HooksGate::Use(digest) => digest,
-            HooksGate::Requested => return,
-            HooksGate::Blocked(reason) => {
-                // Only blocks when there is something to do; the condition says why either way.
-                if self.desired() != Some(current) {
-                    self.blocked = Some(Blocked::Hooks(reason));
-                }
-                return;
-            }
-        };
-        let Some(to) = self.desired() else { return };
-        if to == current {
-            return;
-        }
-        let direction = Direction::of(current, to);
-        if direction == Direction::Up && self.spec.pause_scale_out {
-            self.blocked = Some(Blocked::DirectionPaused("pauseScaleOut"));
-            return;
-        }
-        if direction == Direction::Down && self.spec.pause_scale_in {
-            self.blocked = Some(Blocked::DirectionPaused("pauseScaleIn"));
-            return;
-        }
-        let (id, attempt) = match reuse_id {
-            Some((id, from, old_to)) if from == current && old_to == to => (id, attempt),
-            _ => (format!("{}-{current}-{to}", self.now.as_second()), 1),
-        };
-        let op = Operation {
-            id,
-            from: current,
-            to,
-            started_at: self.now_time.clone(),
-            stage_started_at: self.now_time.clone(),
-            plugin_digest: digest.clone(),
-            hook_state: None,
-            hook_message: None,
-            attempt,
-        };
-        let attempt_note = if attempt > 1 {
-            format!(", attempt {attempt}")
-        } else {
-            String::new()
-        };
-        self.st.operation = Some(op);
-        if digest.is_some() {
-            self.st.stage = Stage::PreScaling;
-            self.event(
-                EventKind::Normal,
-                "OperationStarted",
-                format!("scaling {current} → {to}: calling pre-scale{attempt_note}"),
-            );
-            self.plan.requeue_after = Some(Duration::ZERO);
-        } else {
-            self.event(
-                EventKind::Normal,
-                "OperationStarted",
-                format!("scaling {current} → {to} (no hooks){attempt_note}"),
-            );
-            self.enter_scaling();
-        }
-    }
-
-    /// PreScaling and PostScaling: call the stage's hook until it is done.
-    fn hook_stage(&mut self, hook: Hook) {
-        let stage = self.st.stage;
-        let Some(op) = self.st.operation.clone() else {
-            self.repair("no operation recorded");
-            return;
-        };
-        let Some(digest) = op.plugin_digest.clone() else {
-            // An operation without a plugin never waits in a hook stage.
-            self.pass_hook_stage(hook, None);
-            return;
-        };
-        let timeout = self.stage_timeout(stage);
-        let deadline = add(op.stage_started_at.0, timeout);
-        let Some(result) = self.hook_result.take() else {
-            self.ask_or_time_out(hook, &op, digest, deadline, timeout);
-            return;
-        };
-        match result {
-            HookResult::Done { message } => self.pass_hook_stage(hook, message),
-            HookResult::InProgress {
-                state,
-                retry_after,
-                message,
-            } => {
-                if let Some(op) = &mut self.st.operation {
-                    op.hook_state = Some(state);
-                    op.hook_message = message;
-                }
-                let left = remaining(self.now, deadline);
-                self.plan.requeue_after = Some(retry_after.max(MIN_HOOK_RETRY).min(left));
-            }
-            HookResult::Failed { reason } => {
-                let code = if hook == Hook::PreScale {
-                    "PreScaleFailed"
-                } else {
-                    "PostScaleFailed"
-                };
-                self.hook_failed(hook, code, format!("{} failed: {reason}", hook_name(hook)));
-            }
-        }
-    }
-
-    /// Phase 1 of a hook stage: fail on the stage deadline, or ask for the hook.
-    fn ask_or_time_out(
-        &mut self,
-        hook: Hook,
-        op: &Operation,
-        digest: String,
-        deadline: jiff::Timestamp,
-        timeout: Duration,
-    ) {
-        let stage = self.st.stage;
-        if self.now >= deadline {
-            let message = format!(
-                "{} did not finish within the {} deadline of {stage}",
-                hook_name(hook),
-                hoist_api::Duration::from(timeout)
-            );
-            self.hook_failed(hook, "StageTimeout", message);
-        } else {
-            let call_timeout = self.call_timeout().min(remaining(self.now, deadline));
-            self.request(HookCall {
-                hook,
-                plugin_digest: digest,
-                timeout: call_timeout,
-                operation: Some(HookOperation {
-                    id: op.id.clone(),
-                    from: op.from,
-                    to: op.to,
-                    direction: Direction::of(op.from, op.to),
-                    attempt: op.attempt,
-                    saved_state: op.hook_state.clone(),
-                    elapsed_in_stage: elapsed(self.now, op.stage_started_at.0),
-                }),
-                failure: None,
-            });
-        }
-    }
-
-    /// The stage's hook is done (or skipped): move on.
-    fn pass_hook_stage(&mut self, hook: Hook, message: Option<String>) {
-        if let Some(op) = &mut self.st.operation {
-            op.hook_state = None;
-            op.hook_message = message;
-        }
-        if hook == Hook::PreScale {
-            self.enter_scaling();
-        } else {
-            self.finish_operation();
-        }
-    }
-
-    /// Write the frozen `to` and wait for the target.
-    fn enter_scaling(&mut self) {
-        let Some(op) = &mut self.st.operation else {
-            return;
-        };
-        op.stage_started_at = self.now_time.clone();
-        op.hook_state = None;
-        let to = op.to;
-        self.st.stage = Stage::Scaling;
-        self.st.last_scale_time = Some(self.now_time.clone());
-        self.plan.scale_target = Some(to);
-        self.event(
-            EventKind::Normal,
-            "Scaling",
-            format!("writing {to} replicas to {}", self.spec.target_ref),
-        );
-        self.plan.requeue_after = Some(SCALING_POLL.min(self.stage_timeout(Stage::Scaling)));
-    }
-
-    fn scaling(&mut self) {
-        let Some(op) = self.st.operation.clone() else {
-            self.repair("no operation recorded");
-            return;
-        };
-        let deadline = add(op.stage_started_at.0, self.stage_timeout(Stage::Scaling));
-        let progress = match &self.obs.target {
-            TargetObservation::Found(t) => {
-                let ready = t.ready_replicas.unwrap_or(t.status_replicas);
-                if t.observed_generation_current
-                    && t.spec_replicas == op.to
-                    && t.status_replicas == op.to
-                    && ready == op.to
-                {
-                    self.event(
-                        EventKind::Normal,
-                        "Scaled",
-                        format!("{} runs {} ready replicas", self.spec.target_ref, op.to),
-                    );
-                    if op.plugin_digest.is_some() {
-                        if let Some(op) = &mut self.st.operation {
-                            op.stage_started_at = self.now_time.clone();
-                            op.hook_state = None;
-                        }
-                        self.st.stage = Stage::PostScaling;
-                        self.plan.requeue_after = Some(Duration::ZERO);
-                    } else {
-                        self.finish_operation();
-                    }
-                    return;
-                }
-                if t.spec_replicas != op.to && self.now < deadline {
-                    // Lost write (a restart between the /scale write and the status write) or
-                    // someone else wrote the target: the operation's `to` stands.
-                    self.plan.scale_target = Some(op.to);
-                }
-                format!(
-                    "spec {}, status {}, ready {ready}, generation observed: {}",
-                    t.spec_replicas, t.status_replicas, t.observed_generation_current
-                )
-            }
-            TargetObservation::Unavailable { reason } => format!("target unavailable: {reason}"),
-        };
-        if self.now >= deadline {
-            let limit = hoist_api::Duration::from(self.stage_timeout(Stage::Scaling));
-            self.fail(
-                Stage::Scaling,
-                "ScalingTimeout",
-                format!(
-                    "{} did not run {} ready replicas within {limit} ({progress})",
-                    self.spec.target_ref, op.to
-                ),
-            );
-        } else {
-            self.plan.requeue_after = Some(SCALING_POLL.min(remaining(self.now, deadline)));
-        }
-    }
-
-    /// The operation succeeded: back to Idle, and start the next one if desired moved on.
-    fn finish_operation(&mut self) {
-        if let Some(op) = &self.st.operation {
-            let message = format!("scaled {} → {}", op.from, op.to);
-            self.event(EventKind::Normal, "OperationSucceeded", message);
-        }
-        self.st.pending_replicas = None;
-        self.plan.requeue_after = None;
-        self.idle(1, None);
-    }
-
-    fn failed(&mut self, retry_requested: bool) {
-        let Some(mut failure) = self.st.failure.clone() else {
-            self.repair("Failed without a recorded failure");
-            return;
-        };
-        if failure.on_failure == OnFailure::Pending {
-            let digest = self
-                .st
-                .operation
-                .as_ref()
-                .and_then(|op| op.plugin_digest.clone());
-            let Some(digest) = digest else {
-                failure.on_failure = OnFailure::Skipped;
-                self.st.failure = Some(failure);
-                return self.failed(retry_requested);
-            };
-            let Some(result) = self.hook_result.take() else {
-                let op = self.st.operation.clone();
-                self.request(HookCall {
-                    hook: Hook::OnFailure,
-                    plugin_digest: digest,
-                    timeout: self.call_timeout(),
-                    operation: op.map(|op| HookOperation {
-                        id: op.id,
-                        from: op.from,
-                        to: op.to,
-                        direction: Direction::of(op.from, op.to),
-                        attempt: op.attempt,
-                        saved_state: op.hook_state,
-                        elapsed_in_stage: elapsed(self.now, op.stage_started_at.0),
-                    }),
-                    failure: Some(HookFailure {
-                        stage: failure.stage,
-                        reason: failure.reason.clone(),
-                        message: failure.message.clone(),
-                    }),
-                });
-                return;
-            };
-            match result {
-                HookResult::Done { message } | HookResult::InProgress { message, .. } => {
-                    failure.on_failure = OnFailure::Done;
-                    failure.on_failure_message = message;
-                    self.event(
-                        EventKind::Normal,
-                        "OnFailureDone",
-                        "on-failure hook finished".to_owned(),
-                    );
-                }
-                HookResult::Failed { reason } => {
-                    self.event(
-                        EventKind::Warning,
-                        "OnFailureFailed",
-                        format!("on-failure hook failed: {reason}"),
-                    );
-                    failure.on_failure = OnFailure::Failed;
-                    failure.on_failure_message = Some(reason);
-                }
-            }
-            self.st.failure = Some(failure.clone());
-        }
-
-        let attempt = self.st.operation.as_ref().map_or(1, |op| op.attempt);
-        let reuse = self
-            .st
-            .operation
-            .as_ref()
-            .map(|op| (op.id.clone(), op.from, op.to));
-        if retry_requested {
-            self.plan.remove_retry_annotation = true;
-            self.event(
-                EventKind::Normal,
-                "RetryRequested",
-                format!(
-                    "{RETRY_ANNOTATION}=true: retrying (attempt {})",
-                    attempt + 1
-                ),
-            );
-            self.retry(attempt + 1, reuse);
-            return;
-        }
-        if let Some(policy) = self.spec.retry_policy
-            && attempt < policy.max_attempts
-        {
-            let wait = policy.backoff.unwrap_or_default().delay(attempt).get();
-            let at = add(failure.at.0, wait);
-            if self.now >= at {
-                self.event(
-                    EventKind::Normal,
-                    "RetryScheduled",
-                    format!(
-                        "retry policy: attempt {} of {}",
-                        attempt + 1,
-                        policy.max_attempts
-                    ),
-                );
-                self.retry(attempt + 1, reuse);
-            } else {
-                self.plan.requeue_after = Some(remaining(self.now, at));
-            }
-        }
-    }
-
-    fn retry(&mut self, attempt: u32, reuse: Option<(String, i32, i32)>) {
-        self.st.pending_replicas = None;
-        self.plan.requeue_after = None;
-        self.idle(attempt, reuse);
-    }
-
-    // ----- failures -----
-
-    /// A hook failed or its stage timed out: apply the failure policy.
-    fn hook_failed(&mut self, hook: Hook, reason: &str, message: String) {
-        let policy = self
-            .spec
-            .hooks
-            .as_ref()
-            .map_or(FailurePolicy::FailClose, |h| h.failure_policy);
-        if policy == FailurePolicy::FailOpen {
-            self.event(
-                EventKind::Warning,
-                "HookFailedOpen",
-                format!(
-                    "{message}; failurePolicy FailOpen: continuing without {}",
-                    hook_name(hook)
-                ),
-            );
-            self.pass_hook_stage(hook, Some(message));
-        } else {
-            self.fail(self.st.stage, reason, message);
-        }
-    }
-
-    /// Enter Failed.
-    fn fail(&mut self, stage: Stage, reason: &str, message: String) {
-        let has_plugin = self
-            .st
-            .operation
-            .as_ref()
-            .is_some_and(|op| op.plugin_digest.is_some());
-        self.event(
-            EventKind::Warning,
-            "OperationFailed",
-            format!("{stage}: {message}"),
-        );
-        self.st.stage = Stage::Failed;
-        self.st.failure = Some(Failure {
-            stage,
-            reason: reason.to_owned(),
-            message,
-            at: self.now_time.clone(),
-            on_failure: if has_plugin {
-                OnFailure::Pending
-            } else {
-                OnFailure::Skipped
-            },
-            on_failure_message: None,
-        });
-        // on-failure is called in the next round, after Failed is written.
-        self.plan.requeue_after = if has_plugin {
-            Some(Duration::ZERO)
-        } else {
-            None
-        };
-        if !has_plugin && let Some(policy) = self.spec.retry_policy {
-            let attempt = self.st.operation.as_ref().map_or(1, |op| op.attempt);
-            if attempt < policy.max_attempts {
-                self.plan.requeue_after =
-                    Some(policy.backoff.unwrap_or_default().delay(attempt).get());
-            }
-        }
-    }
-
-    /// The status is inconsistent (edited by hand, or by a newer/older hoist): go Idle loudly.
-    fn repair(&mut self, what: &str) {
-        self.event(
-            EventKind::Warning,
-            "StatusRepaired",
-            format!("stage {} but {what}; returning to Idle", self.st.stage),
-        );
-        self.idle(1, None);
-    }
-
-    // ----- hooks gate -----
-
-    /// Decide which plugin a new operation uses, calling validate-config when needed.
-    fn hooks_gate(&mut self) -> HooksGate {
-        let Some(hooks) = &self.spec.hooks else {
-            self.hooks_condition =
-                Some((true, "NoHooks".into(), "no hook plugin configured".into()));
-            return HooksGate::Use(None);
-        };
-        let fail_open = hooks.failure_policy == FailurePolicy::FailOpen;
-        let (digest, verdict) = match &self.obs.plugin {
-            PluginAvailability::NotConfigured | PluginAvailability::Loading => {
-                let message = format!("loading plugin from ConfigMap {}", hooks.plugin.config_map);
-                self.hooks_condition = Some((false, "PluginLoading".into(), message.clone()));
-                self.plan.requeue_after = Some(PLUGIN_LOADING_POLL);
-                return HooksGate::Blocked(message);
-            }
-            PluginAvailability::Invalid { reason } => {
-                let message = format!(
-                    "plugin from ConfigMap {} is invalid: {reason}",
-                    hooks.plugin.config_map
-                );
-                self.hooks_condition = Some((false, "PluginInvalid".into(), message.clone()));
-                return self.unusable_hooks(fail_open, message);
-            }
-            PluginAvailability::Ready { digest } => {
-                let verdict = match self.plugin_verdict(digest, config_hash(hooks.config.as_ref()))
-                {
-                    Ok(verdict) => verdict,
-                    Err(gate) => return gate,
-                };
-                (digest.clone(), verdict)
-            }
-        };
-        if verdict.0 {
-            self.hooks_condition = Some((
-                true,
-                "PluginReady".into(),
-                format!(
-                    "plugin {} loaded and accepted the configuration",
-                    short(&digest)
-                ),
-            ));
-            HooksGate::Use(Some(digest))
-        } else {
-            let message = format!(
-                "plugin {} rejected the configuration: {}",
-                short(&digest),
-                verdict.1.unwrap_or_default()
-            );
-            self.hooks_condition = Some((false, "ConfigRejected".into(), message.clone()));
-            self.unusable_hooks(fail_open, message)
-        }
-    }
-
-    /// What validate-config said (or says now, in phase 2) about this plugin and config;
-    /// `Err` when the gate must stop here (a request was made, or validation must wait).
-    fn plugin_verdict(
-        &mut self,
-        digest: &String,
-        hash: String,
-    ) -> Result<(bool, Option<String>), HooksGate> {
-        let known = self
-            .st
-            .plugin
-            .as_ref()
-            .filter(|p| p.digest == *digest && p.config_hash == hash)
-            .map(|p| (p.accepted, p.message.clone()));
-        let verdict = if let Some(known) = known {
-            known
-        } else if !self.plan.has_writes()
-            && !self.requested
-            && let Some(result) = self.hook_result.take()
-        {
-            let verdict = match result {
-                HookResult::Done { message } => (true, message),
-                HookResult::Failed { reason } => (false, Some(reason)),
-                HookResult::InProgress { retry_after, .. } => {
-                    // validate-config has no in-progress form; ask again later.
-                    self.hooks_condition = Some((
-                        false,
-                        "ValidatingConfig".into(),
-                        "validate-config asked to be called again".into(),
-                    ));
-                    self.plan.requeue_after = Some(retry_after.max(MIN_HOOK_RETRY));
-                    return Err(HooksGate::Blocked(
-                        "validating the plugin configuration".into(),
-                    ));
-                }
-            };
-            self.st.plugin = Some(PluginStatus {
-                digest: digest.clone(),
-                config_hash: hash,
-                accepted: verdict.0,
-                message: verdict.1.clone(),
-            });
-            if verdict.0 {
-                self.event(
-                    EventKind::Normal,
-                    "ConfigAccepted",
-                    format!("plugin {} accepted the configuration", short(digest)),
-                );
-            } else {
-                self.event(
-                    EventKind::Warning,
-                    "ConfigRejected",
-                    format!(
-                        "plugin {} rejected the configuration: {}",
-                        short(digest),
-                        verdict.1.clone().unwrap_or_default()
-                    ),
-                );
-            }
-            verdict
-        } else if self.plan.has_writes() {
-            // A hook cannot be asked for in a plan that writes; validate next round.
-            self.hooks_condition = Some((
-                false,
-                "ValidatingConfig".into(),
-                "validating the plugin configuration".into(),
-            ));
-            self.plan.requeue_after = Some(Duration::ZERO);
-            return Err(HooksGate::Blocked(
-                "validating the plugin configuration".into(),
-            ));
-        } else {
-            self.request(HookCall {
-                hook: Hook::ValidateConfig,
-                plugin_digest: digest.clone(),
-                timeout: self.call_timeout(),
-                operation: None,
-                failure: None,
-            });
-            return Err(HooksGate::Requested);
-        };
-        Ok(verdict)
-    }
-
-    fn unusable_hooks(&mut self, fail_open: bool, message: String) -> HooksGate {
-        if fail_open {
-            let to = self.desired();
-            let current = match &self.obs.target {
-                TargetObservation::Found(t) => Some(t.spec_replicas),
-                TargetObservation::Unavailable { .. } => None,
-            };
-            if to.is_some() && to != current {
-                self.event(
-                    EventKind::Warning,
-                    "HooksSkipped",
-                    format!("{message}; failurePolicy FailOpen: scaling without hooks"),
-                );
-            }
-            HooksGate::Use(None)
-        } else {
-            HooksGate::Blocked(message)
-        }
-    }
-
-    /// HooksReady when the gate was not evaluated (an operation in flight, paused, adoption).
-    fn passive_hooks_condition(&self) -> (bool, String, String) {
-        let Some(hooks) = &self.spec.hooks else {
-            return (true, "NoHooks".into(), "no hook plugin configured".into());
-        };
-        match &self.obs.plugin {
-            PluginAvailability::NotConfigured | PluginAvailability::Loading => (
-                false,
-                "PluginLoading".into(),
-                format!("loading plugin from ConfigMap {}", hooks.plugin.config_map),
-            ),
-            PluginAvailability::Invalid { reason } => (
-                false,
-                "PluginInvalid".into(),
-                format!(
-                    "plugin from ConfigMap {} is invalid: {reason}",
-                    hooks.plugin.config_map
-                ),
-            ),
-            PluginAvailability::Ready { digest } => {
-                let hash = config_hash(hooks.config.as_ref());
-                match self
-                    .st
-                    .plugin
-                    .as_ref()
-                    .filter(|p| p.digest == *digest && p.config_hash == hash)
-                {
-                    Some(p) if p.accepted => (
-                        true,
-                        "PluginReady".into(),
-                        format!(
-                            "plugin {} loaded and accepted the configuration",
-                            short(digest)
-                        ),
-                    ),
-                    Some(p) => (
-                        false,
-                        "ConfigRejected".into(),
-                        format!(
-                            "plugin {} rejected the configuration: {}",
-                            short(digest),
-                            p.message.clone().unwrap_or_default()
-                        ),
-                    ),
-                    None => (
-                        false,
-                        "ValidatingConfig".into(),
-                        format!(
-                            "plugin {} loaded; configuration not validated yet",
-                            short(digest)
-                        ),
-                    ),
-                }
-            }
         }
     }
 
@@ -882,10 +298,10 @@ impl<'a> Machine<'a> {
 
     /// The clamped desired count: spec.replicas, or the target's count when absent.
     fn desired(&self) -> Option<i32> {
-        let asked = self.spec.replicas.or(match &self.obs.target {
-            TargetObservation::Found(t) => Some(t.spec_replicas),
-            TargetObservation::Unavailable { .. } => None,
-        })?;
+        let asked = self
+            .spec
+            .replicas
+            .or(self.obs.target.found().map(|t| t.spec_replicas))?;
         Some(self.spec.clamp(asked))
     }
 
@@ -919,17 +335,13 @@ impl<'a> Machine<'a> {
     }
 
     fn request(&mut self, call: HookCall) {
-        self.plan.hook = Some(call);
-        self.requested = true;
+        self.requested = Some(call);
     }
 
-    fn finish(mut self) -> Plan {
-        if self.requested {
+    fn finish(mut self) -> Decision {
+        if let Some(call) = self.requested.take() {
             // Phase 1: the hook request alone; nothing is written before its result is known.
-            return Plan {
-                hook: self.plan.hook,
-                ..Plan::default()
-            };
+            return Decision::Call(call);
         }
         // Pending desired count during an operation (or a failure).
         self.st.pending_replicas = match (&self.st.operation, self.st.stage) {
@@ -938,162 +350,83 @@ impl<'a> Machine<'a> {
         };
         self.set_conditions();
         self.st.observed_generation = self.generation;
+        self.plan.finalizer = self.finalizer_change();
         if self.old.as_ref() != Some(&self.st) {
             self.plan.status = Some(self.st);
         }
-        self.plan
+        Decision::Act(self.plan)
     }
 
-    fn set_conditions(&mut self) {
-        let updates = [
-            self.valid_spec_condition(),
-            self.hooks_ready_condition(),
-            self.able_to_scale_condition(),
-            self.scaling_active_condition(),
-            self.ready_condition(),
-        ];
-        let mut conds = std::mem::take(&mut self.st.conditions);
-        for update in updates {
-            conditions::set(&mut conds, update, self.generation, &self.now_time);
-        }
-        // Keep a stable order (the order of conditions::ALL) so equal states compare equal.
-        conds.sort_by_key(|c| {
-            conditions::ALL
-                .iter()
-                .position(|t| *t == c.type_)
-                .unwrap_or(usize::MAX)
+    /// hoist holds its finalizer exactly while the status records an operation with a plugin
+    /// that has something to undo: in flight, or Failed with `on-failure` still due. It is
+    /// never added to a Scaler being deleted (the API server refuses that).
+    fn finalizer_change(&self) -> Option<FinalizerChange> {
+        let needed = self.st.operation.as_ref().is_some_and(|op| {
+            op.plugin_digest.is_some()
+                && (self.st.stage.in_flight()
+                    || (self.st.stage == Stage::Failed
+                        && self
+                            .st
+                            .failure
+                            .as_ref()
+                            .is_some_and(|f| f.on_failure == OnFailure::Pending)))
         });
-        self.st.conditions = conds;
-    }
-
-    fn valid_spec_condition(&self) -> ConditionUpdate {
-        if self.violations.is_empty() {
-            return ConditionUpdate::new(
-                conditions::VALID_SPEC,
-                true,
-                "Valid",
-                "the spec is valid",
-            );
-        }
-        let message = self
-            .violations
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        ConditionUpdate::new(conditions::VALID_SPEC, false, "InvalidSpec", message)
-    }
-
-    fn hooks_ready_condition(&self) -> ConditionUpdate {
-        let (ok, reason, message) = self
-            .hooks_condition
-            .clone()
-            .unwrap_or_else(|| self.passive_hooks_condition());
-        ConditionUpdate::new(conditions::HOOKS_READY, ok, reason, message)
-    }
-
-    fn able_to_scale_condition(&self) -> ConditionUpdate {
-        match (&self.obs.target, self.st.stage) {
-            (TargetObservation::Unavailable { reason }, _) => ConditionUpdate::new(
-                conditions::ABLE_TO_SCALE,
-                false,
-                "TargetUnavailable",
-                reason.clone(),
-            ),
-            (_, Stage::Failed) => {
-                let message = self
-                    .st
-                    .failure
-                    .as_ref()
-                    .map(|f| format!("{}: {}", f.reason, f.message))
-                    .unwrap_or_default();
-                ConditionUpdate::new(
-                    conditions::ABLE_TO_SCALE,
-                    false,
-                    "OperationFailed",
-                    format!("{message} (set annotation {RETRY_ANNOTATION}=true to retry)"),
-                )
-            }
-            _ => ConditionUpdate::new(
-                conditions::ABLE_TO_SCALE,
-                true,
-                "TargetReachable",
-                format!("{} can be scaled", self.spec.target_ref),
-            ),
+        match (needed, self.holds_finalizer()) {
+            (true, false) if !self.deleting() => Some(FinalizerChange::Add),
+            (false, true) => Some(FinalizerChange::Remove),
+            _ => None,
         }
     }
 
-    fn operation_text(&self) -> String {
-        self.st
-            .operation
+    fn holds_finalizer(&self) -> bool {
+        self.obs
+            .scaler
+            .metadata
+            .finalizers
             .as_ref()
-            .map(|op| format!("{} → {} (attempt {})", op.from, op.to, op.attempt))
-            .unwrap_or_default()
+            .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
     }
 
-    fn scaling_active_condition(&self) -> ConditionUpdate {
-        let (active, reason, message) = match self.st.stage {
-            _ if self.spec.paused => (
-                false,
-                "Paused",
-                format!("paused in stage {}", self.st.stage),
-            ),
-            Stage::Idle => (false, "Idle", "no operation in flight".to_owned()),
-            Stage::Failed => (
-                false,
-                "Failed",
-                format!("operation {} failed", self.operation_text()),
-            ),
-            stage => (
-                true,
-                stage.as_str(),
-                format!("scaling {}", self.operation_text()),
-            ),
-        };
-        ConditionUpdate::new(conditions::SCALING_ACTIVE, active, reason, message)
+    fn deleting(&self) -> bool {
+        self.obs.scaler.metadata.deletion_timestamp.is_some()
     }
 
-    fn ready_condition(&self) -> ConditionUpdate {
-        let current = match &self.obs.target {
-            TargetObservation::Found(t) => Some(t.spec_replicas),
-            TargetObservation::Unavailable { .. } => None,
-        };
-        let (ready, reason, message) = match (&self.blocked, self.st.stage) {
-            _ if self.spec.paused => (false, "Paused", "spec.paused is set".to_owned()),
-            (Some(Blocked::InvalidSpec), _) => (
-                false,
-                "InvalidSpec",
-                "the spec is invalid; see ValidSpec".to_owned(),
-            ),
-            (Some(Blocked::TargetUnavailable), _) => (
-                false,
-                "TargetUnavailable",
-                "the target cannot be read; see AbleToScale".to_owned(),
-            ),
-            (Some(Blocked::Hooks(message)), _) => (false, "HooksNotReady", message.clone()),
-            (Some(Blocked::DirectionPaused(field)), _) => (
-                false,
-                "DirectionPaused",
-                format!("{field} holds the change back"),
-            ),
-            (None, Stage::Idle) if self.desired() == current => (
-                true,
-                "Idle",
-                format!("running {} replicas as asked", current.unwrap_or_default()),
-            ),
-            (None, Stage::Idle) => (false, "Pending", "a change is waiting".to_owned()),
-            (None, Stage::Failed) => (
-                false,
-                "Failed",
-                "the last operation failed; see AbleToScale".to_owned(),
-            ),
-            (None, stage) => (
-                false,
-                stage.as_str(),
-                format!("scaling {}", self.operation_text()),
-            ),
-        };
-        ConditionUpdate::new(conditions::READY, ready, reason, message)
+    /// The operation's target as observed now, for a new operation.
+    fn operation_target(&self) -> OperationTarget {
+        let t = &self.spec.target_ref;
+        OperationTarget {
+            api_version: t.api_version.clone(),
+            kind: t.kind.clone(),
+            name: t.name.clone(),
+            uid: self.obs.target.found().and_then(|t| t.uid.clone()),
+        }
+    }
+
+    /// A fresh operation id, unique across Scalers: the Scaler's uid (its first 8 characters),
+    /// the time, and the change.
+    fn new_operation_id(&self, from: i32, to: i32) -> String {
+        let uid = self.obs.scaler.metadata.uid.as_deref().unwrap_or("");
+        let uid: String = uid.chars().filter(|c| *c != '-').take(8).collect();
+        let uid = if uid.is_empty() { "local".into() } else { uid };
+        format!("{uid}-{}-{from}-{to}", self.now.as_second())
+    }
+
+    /// The hook context of the operation in flight, for a call of `hook`.
+    fn hook_operation(&self, op: &Operation, call: u32) -> HookOperation {
+        HookOperation {
+            id: op.id.clone(),
+            from: op.from,
+            to: op.to,
+            direction: Direction::of(op.from, op.to),
+            target: op
+                .target
+                .as_ref()
+                .map_or_else(|| self.spec.target_ref.clone(), OperationTarget::target_ref),
+            attempt: op.attempt,
+            call,
+            saved_state: op.hook_state.clone(),
+            elapsed_in_stage: elapsed(self.obs.now, op.stage_started_at.0),
+        }
     }
 }
 

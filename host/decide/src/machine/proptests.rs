@@ -1,6 +1,7 @@
 //! Invariants over random event sequences, run through a small simulated world: the operator's
 //! two-phase loop, a target that catches up when told, a plugin whose outcomes the sequence
-//! chooses, crashes between the /scale write and the status write, pauses, retries, and time.
+//! chooses, crashes between the status write and the /scale write, reconciles on a stale copy
+//! of the Scaler (whose writes conflict), pauses, retries, and time.
 #![allow(clippy::struct_excessive_bools)] // the simulated world's switches
 
 use std::collections::{BTreeMap, HashSet};
@@ -29,8 +30,11 @@ enum Ev {
     TargetCatchUp,
     /// The next hook calls return this.
     Hooks(Outcome),
-    /// The next reconcile dies after the /scale write, before the status write.
+    /// The next reconcile dies after the status write, before the /scale write.
     Crash,
+    /// A reconcile on the copy of the Scaler from before the last status write (a watch that
+    /// lags): its hook call happens, its writes conflict and are dropped.
+    Stale,
     /// A person sets hoist.dev/retry=true.
     Retry,
     /// spec.paused.
@@ -46,6 +50,7 @@ fn ev() -> impl Strategy<Value = Ev> {
         3 => Just(Ev::TargetCatchUp),
         2 => prop_oneof![Just(Outcome::Done), Just(Outcome::InProgress), Just(Outcome::Fail)].prop_map(Ev::Hooks),
         1 => Just(Ev::Crash),
+        2 => Just(Ev::Stale),
         1 => Just(Ev::Retry),
         1 => any::<bool>().prop_map(Ev::Pause),
         8 => Just(Ev::Reconcile),
@@ -60,8 +65,10 @@ struct Sim {
     now: i64,
     outcome: Outcome,
     crash_next: bool,
-    /// (operation id, attempt) for which pre-scale returned Done.
-    pre_done: HashSet<(String, u32)>,
+    /// The Scaler before the last status write.
+    previous: Option<Scaler>,
+    /// Operation ids for which pre-scale returned Done.
+    pre_done: HashSet<String>,
     fail_open: bool,
     hooked: bool,
 }
@@ -93,21 +100,23 @@ impl Sim {
             now: NOW,
             outcome: Outcome::Done,
             crash_next: false,
+            previous: None,
             pre_done: HashSet::new(),
             fail_open,
             hooked,
         }
     }
 
-    fn observation(&self) -> Observation {
+    fn observation(&self, scaler: &Scaler) -> Observation {
         Observation {
-            scaler: self.scaler.clone(),
+            scaler: scaler.clone(),
             target: TargetObservation::Found(TargetScale {
                 spec_replicas: self.target_spec,
                 status_replicas: self.target_status,
                 ready_replicas: Some(self.target_status),
                 observed_generation_current: self.target_generation_current,
                 selector: Some("app=web".into()),
+                uid: Some(super::tests::TARGET_UID.into()),
             }),
             plugin: if self.hooked {
                 PluginAvailability::Ready {
@@ -116,7 +125,6 @@ impl Sim {
             } else {
                 PluginAvailability::NotConfigured
             },
-            hook_result: None,
             now: jiff::Timestamp::from_second(self.now).unwrap(),
         }
     }
@@ -134,7 +142,7 @@ impl Sim {
                 if call.hook == Hook::PreScale
                     && let Some(op) = &call.operation
                 {
-                    self.pre_done.insert((op.id.clone(), op.attempt));
+                    self.pre_done.insert(op.id.clone());
                 }
                 HookResult::Done { message: None }
             }
@@ -149,49 +157,80 @@ impl Sim {
         }
     }
 
-    /// One reconcile: the operator's two-phase loop, with every invariant checked.
-    fn reconcile(&mut self) -> Result<Plan, TestCaseError> {
-        let obs = self.observation();
-        let mut plan = decide(&obs);
+    /// One reconcile: the operator's two-phase loop, with every invariant checked. `stale`
+    /// decides on the Scaler as it was before the last status write.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one reconcile with every invariant, read top to bottom"
+    )]
+    fn reconcile_on(&mut self, stale: bool) -> Result<Plan, TestCaseError> {
+        let scaler = if stale {
+            self.previous.clone().unwrap_or_else(|| self.scaler.clone())
+        } else {
+            self.scaler.clone()
+        };
+        let obs = self.observation(&scaler);
+        let first = decide(&obs);
 
-        // Replay: the same observation gives the same plan...
-        prop_assert_eq!(&plan, &decide(&obs));
+        // Replay: the same observation gives the same decision...
+        prop_assert_eq!(&first, &decide(&obs));
         // ...and so does the observation after its status went through the API server (JSON),
         // which is all a restarted operator has.
         let mut stored = obs.clone();
         stored.scaler = serde_json::from_value(serde_json::to_value(&obs.scaler).unwrap()).unwrap();
-        prop_assert_eq!(&plan, &decide(&stored));
+        prop_assert_eq!(&first, &decide(&stored));
 
-        if let Some(call) = plan.hook.clone() {
-            prop_assert!(
-                !plan.has_writes() && plan.requeue_after.is_none(),
-                "a hook plan writes nothing"
-            );
-            if call.hook != Hook::ValidateConfig {
-                let op = self.status().operation;
-                prop_assert!(
-                    op.is_some_and(|op| Some(op.plugin_digest.as_deref())
-                        == Some(Some(call.plugin_digest.as_str()))),
-                    "hooks use the operation's digest"
-                );
+        let plan = match first {
+            Decision::Act(plan) => plan,
+            Decision::Call(call) => {
+                let status = obs.scaler.status.clone().unwrap_or_default();
+                if call.hook != Hook::ValidateConfig {
+                    let op = status.operation.clone();
+                    prop_assert!(
+                        op.as_ref()
+                            .is_some_and(|op| Some(op.plugin_digest.as_deref())
+                                == Some(Some(call.plugin_digest.as_str()))),
+                        "hooks use the operation's digest"
+                    );
+                }
+                if call.hook == Hook::PreScale
+                    && let Some(op) = &call.operation
+                {
+                    // The property the whole protocol exists for: once the target was written
+                    // for an operation, no pre-scale call can choose its leaving pods again.
+                    prop_assert!(
+                        op.from == op.to || self.target_spec != op.to,
+                        "pre-scale called for {} → {} after the target was written (stale: {})",
+                        op.from,
+                        op.to,
+                        stale
+                    );
+                }
+                let result = self.hook_outcome(&call);
+                let plan = decide_after(&obs, result.clone());
+                prop_assert_eq!(&plan, &decide_after(&obs, result));
+                plan
             }
-            let result = self.hook_outcome(&call);
-            let second = Observation {
-                hook_result: Some(result),
-                ..obs.clone()
-            };
-            plan = decide(&second);
-            prop_assert!(
-                plan.hook.is_none(),
-                "phase 2 never asks for another hook: {:?}",
-                plan.hook
-            );
-            prop_assert_eq!(&plan, &decide(&second));
+        };
+        if stale && plan.status.is_some() {
+            // The write carries the stale resourceVersion: the API server refuses it, and
+            // nothing after it in the plan happens.
+            return Ok(plan);
         }
-
-        let after = plan.status.clone().unwrap_or_else(|| self.status());
-        // The target is only ever written with the frozen `to`, after pre-scale said Done.
+        let status_before = self.status();
+        let after = plan.status.clone().unwrap_or_else(|| status_before.clone());
+        // The target is only ever written with the frozen `to`, after pre-scale said Done, by
+        // a plan whose status (written first) records Scaling.
         if let Some(n) = plan.scale_target {
+            prop_assert_eq!(
+                after.stage,
+                Stage::Scaling,
+                "scale write without Scaling recorded"
+            );
+            prop_assert!(
+                plan.status.is_some(),
+                "scale write without a status write first"
+            );
             let op = after.operation.as_ref();
             prop_assert!(
                 op.is_some_and(|op| op.to == n),
@@ -207,7 +246,7 @@ impl Sim {
             );
             if op.plugin_digest.is_some() && !self.fail_open {
                 prop_assert!(
-                    self.pre_done.contains(&(op.id.clone(), op.attempt)),
+                    self.pre_done.contains(&op.id),
                     "target written before pre-scale was done for {:?}",
                     op
                 );
@@ -244,23 +283,28 @@ impl Sim {
             prop_assert_ne!(op.to, p);
         }
 
-        // Act, in the documented order; a crash loses everything after the /scale write.
+        // Act, in the documented order; a crash loses everything after the status write.
+        if let Some(status) = &plan.status {
+            self.previous = Some(self.scaler.clone());
+            self.scaler.status = Some(status.clone());
+        }
+        if std::mem::take(&mut self.crash_next) {
+            return Ok(plan);
+        }
         if let Some(n) = plan.scale_target
             && n != self.target_spec
         {
             self.target_spec = n;
             self.target_generation_current = false;
         }
-        if std::mem::take(&mut self.crash_next) {
-            return Ok(plan);
-        }
-        if let Some(status) = &plan.status {
-            self.scaler.status = Some(status.clone());
-        }
         if plan.remove_retry_annotation {
             self.scaler.metadata.annotations = None;
         }
         Ok(plan)
+    }
+
+    fn reconcile(&mut self) -> Result<Plan, TestCaseError> {
+        self.reconcile_on(false)
     }
 
     fn apply(&mut self, ev: &Ev) -> Result<(), TestCaseError> {
@@ -286,6 +330,9 @@ impl Sim {
             Ev::Reconcile => {
                 self.reconcile()?;
             }
+            Ev::Stale => {
+                self.reconcile_on(true)?;
+            }
         }
         Ok(())
     }
@@ -303,8 +350,7 @@ impl Sim {
             self.apply(&Ev::TargetCatchUp)?;
             let quiet = plan.status.is_none()
                 && plan.scale_target.is_none()
-                && plan.requeue_after.is_none()
-                && plan.hook.is_none();
+                && plan.requeue_after.is_none();
             if quiet && self.status().stage == Stage::Idle {
                 return Ok(());
             }

@@ -18,7 +18,7 @@ use hoist_api::{
     RETRY_ANNOTATION, RetryPolicy, Scaler, ScalerSpec, ScalerStatus, Stage, StageTimeouts,
     TargetRef,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 
 use super::*;
 
@@ -28,6 +28,10 @@ const OTHER_DIGEST: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
 
 pub(super) fn at(secs: i64) -> Time {
     Time(jiff::Timestamp::from_second(secs).unwrap())
+}
+
+pub(super) fn micro(secs: i64) -> MicroTime {
+    MicroTime(jiff::Timestamp::from_second(secs).unwrap())
 }
 
 /// Spec: StatefulSet web, desired 5, bounds 0..=10, no hooks.
@@ -68,24 +72,63 @@ pub(super) fn accepted() -> PluginStatus {
 
 /// An observation builder: a Scaler in some state, its target, the plugin, a hook result.
 #[derive(Clone)]
-struct Given(Observation);
+struct Given(Observation, Option<HookResult>);
+
+/// A decision in one value: the hook asked for (phase 1), or the plan (phase 2, or no hook).
+#[derive(Debug, PartialEq)]
+struct Out {
+    hook: Option<HookCall>,
+    plan: Plan,
+}
+
+impl std::ops::Deref for Out {
+    type Target = Plan;
+    fn deref(&self) -> &Plan {
+        &self.plan
+    }
+}
+
+/// Phase 1 when there is no hook result, phase 2 with it: what the operator would do.
+fn outcome(obs: &Observation, result: Option<HookResult>) -> Out {
+    match result {
+        Some(r) => Out {
+            hook: None,
+            plan: decide_after(obs, r),
+        },
+        None => match decide(obs) {
+            Decision::Act(plan) => Out { hook: None, plan },
+            Decision::Call(call) => Out {
+                hook: Some(call),
+                plan: Plan::default(),
+            },
+        },
+    }
+}
+
+impl Given {
+    fn decide(&self) -> Out {
+        outcome(&self.0, self.1.clone())
+    }
+}
 
 fn given() -> Given {
-    Given(Observation {
-        scaler: Scaler {
-            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                name: Some("web".into()),
-                generation: Some(1),
-                ..Default::default()
+    Given(
+        Observation {
+            scaler: Scaler {
+                metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                    name: Some("web".into()),
+                    generation: Some(1),
+                    ..Default::default()
+                },
+                spec: spec(),
+                status: None,
             },
-            spec: spec(),
-            status: None,
+            target: target(3),
+            plugin: PluginAvailability::NotConfigured,
+            now: jiff::Timestamp::from_second(NOW).unwrap(),
         },
-        target: target(3),
-        plugin: PluginAvailability::NotConfigured,
-        hook_result: None,
-        now: jiff::Timestamp::from_second(NOW).unwrap(),
-    })
+        None,
+    )
 }
 
 /// A settled target at `n` replicas.
@@ -96,19 +139,31 @@ pub(super) fn target(n: i32) -> TargetObservation {
         ready_replicas: Some(n),
         observed_generation_current: true,
         selector: Some("app=web".into()),
+        uid: Some(TARGET_UID.into()),
     })
 }
+
+pub(super) const TARGET_UID: &str = "0f0f0f0f-1111-2222-3333-444455556666";
 
 pub(super) fn op(from: i32, to: i32, stage_started: i64, digest: Option<&str>) -> Operation {
     Operation {
         id: format!("{}-{from}-{to}", NOW - 100),
         from,
         to,
+        target: Some(hoist_api::OperationTarget {
+            api_version: "apps/v1".into(),
+            kind: "StatefulSet".into(),
+            name: "web".into(),
+            uid: Some(TARGET_UID.into()),
+        }),
         started_at: at(NOW - 100),
-        stage_started_at: at(stage_started),
+        stage_started_at: micro(stage_started),
         plugin_digest: digest.map(str::to_owned),
         hook_state: None,
         hook_message: None,
+        hook_calls: 0,
+        next_hook_call_at: None,
+        target_writes: 0,
         attempt: 1,
     }
 }
@@ -179,6 +234,7 @@ impl Given {
             ready_replicas: Some(ready),
             observed_generation_current: current,
             selector: Some("app=web".into()),
+            uid: Some(TARGET_UID.into()),
         }))
     }
     fn plugin(mut self, p: PluginAvailability) -> Self {
@@ -186,7 +242,7 @@ impl Given {
         self
     }
     fn result(mut self, r: HookResult) -> Self {
-        self.0.hook_result = Some(r);
+        self.1 = Some(r);
         self
     }
     fn annotate_retry(mut self) -> Self {
@@ -233,7 +289,7 @@ struct Expect {
     /// (condition type, status, reason)
     condition: Option<(&'static str, bool, &'static str)>,
     /// Arbitrary extra check.
-    check: Option<fn(&Plan)>,
+    check: Option<fn(&Out)>,
 }
 
 fn stage_after(obs: &Observation, plan: &Plan) -> Stage {
@@ -244,8 +300,9 @@ fn stage_after(obs: &Observation, plan: &Plan) -> Stage {
 }
 
 fn run(table: Vec<(&str, Given, Expect)>) {
-    for (name, Given(obs), expect) in table {
-        let plan = decide(&obs);
+    for (name, given, expect) in table {
+        let plan = given.decide();
+        let obs = given.0.clone();
         let ctx = || format!("{name}\nplan: {plan:#?}");
         if plan.hook.is_some() {
             assert!(
@@ -254,7 +311,7 @@ fn run(table: Vec<(&str, Given, Expect)>) {
                 ctx()
             );
         }
-        assert_eq!(plan, decide(&obs), "deterministic: {name}");
+        assert_eq!(plan, given.decide(), "deterministic: {name}");
         if let Some(stage) = expect.stage {
             assert_eq!(stage_after(&obs, &plan), stage, "stage: {}", ctx());
         }
@@ -410,8 +467,8 @@ fn idle_starts_an_operation_with_to_frozen() {
             "desired equals current: nothing to do, nothing written",
             given().spec(|s| s.replicas = Some(3)).idle().status(|s| {
                 // Conditions as a previous identical round wrote them.
-                let plan = decide(&given().spec(|s| s.replicas = Some(3)).idle().0);
-                *s = plan.status.unwrap();
+                let plan = given().spec(|s| s.replicas = Some(3)).idle().decide();
+                *s = plan.plan.status.unwrap();
             }),
             Expect {
                 stage: Some(Stage::Idle),
@@ -1404,9 +1461,9 @@ fn the_resumed_plan_equals_the_first_written_one() {
         .in_stage(Stage::PreScaling, 5000)
         .status(|s| s.paused_since = Some(at(NOW - 4990)))
         .result(in_progress("x", 5));
-    let plan = decide(&g.0);
+    let plan = g.decide();
     let op = plan.status.as_ref().unwrap().operation.as_ref().unwrap();
-    assert_eq!(op.stage_started_at, at(NOW - 10));
+    assert_eq!(op.stage_started_at, micro(NOW - 10));
     assert_eq!(plan.status.as_ref().unwrap().paused_since, None);
 }
 
@@ -1424,12 +1481,12 @@ fn steady_state_writes_nothing() {
             .target_at(5, 4, 4, true),
     ] {
         let mut obs = g.0;
-        let first = decide(&obs);
+        let first = outcome(&obs, None).plan;
         if first.scale_target.is_some() {
             continue;
         }
         obs.scaler.status = first.status.or(obs.scaler.status);
-        let second = decide(&obs);
+        let second = outcome(&obs, None).plan;
         assert_eq!(second.status, None, "{second:#?}");
         assert!(second.events.is_empty());
     }
@@ -1439,12 +1496,522 @@ fn steady_state_writes_nothing() {
 fn status_round_trip_through_json_gives_the_same_plan() {
     // What the API server stores is all there is after a restart.
     let g = given().with_hooks(FailurePolicy::FailClose).idle();
-    let plan = decide(&g.0);
+    let plan = g.decide();
     let mut obs = g.0.clone();
-    obs.scaler.status = plan.status.clone();
+    obs.scaler.status = plan.plan.status.clone();
     let stored: Scaler =
         serde_json::from_value(serde_json::to_value(&obs.scaler).unwrap()).unwrap();
     let mut restored = obs.clone();
     restored.scaler = stored;
     assert_eq!(decide(&obs), decide(&restored));
+}
+
+/// A scale-down 3 → 1 in `stage` (with the plugin), whose stage started `ago` seconds ago.
+fn down_in_stage(g: Given, stage: Stage, ago: i64) -> Given {
+    g.spec(|s| s.replicas = Some(1)).status(|s| {
+        s.stage = stage;
+        s.operation = Some(op(3, 1, NOW - ago, Some(DIGEST)));
+        s.plugin = Some(accepted());
+    })
+}
+
+fn with_finalizer(mut g: Given) -> Given {
+    g.0.scaler.metadata.finalizers = Some(vec![hoist_api::FINALIZER.to_owned()]);
+    g
+}
+
+fn deleted(mut g: Given) -> Given {
+    g.0.scaler.metadata.deletion_timestamp = Some(at(NOW - 1));
+    g
+}
+
+#[test]
+fn intent_before_effect_and_one_workload() {
+    run(vec![
+        (
+            "PreScaling but the target already runs `to`: pre-scale is never called again",
+            given()
+                .with_hooks(FailurePolicy::FailClose)
+                .in_stage(Stage::PreScaling, 40)
+                .target_at(5, 3, 3, false),
+            Expect {
+                stage: Some(Stage::Scaling),
+                hook: Some(None),
+                scale: Some(Some(5)),
+                events: Some(&["PreScaleSkipped", "Scaling"]),
+                ..Expect::default()
+            },
+        ),
+        (
+            "pre-scale Done: the plan records Scaling and writes `to` (the operator writes the status first)",
+            given()
+                .with_hooks(FailurePolicy::FailClose)
+                .in_stage(Stage::PreScaling, 40)
+                .result(done()),
+            Expect {
+                stage: Some(Stage::Scaling),
+                scale: Some(Some(5)),
+                check: Some(|p| {
+                    let st = p.status.as_ref().unwrap();
+                    assert_eq!(st.operation.as_ref().unwrap().to, 5);
+                }),
+                ..Expect::default()
+            },
+        ),
+        (
+            "spec.targetRef changed during the operation: Failed TargetChanged, nothing written",
+            given()
+                .with_hooks(FailurePolicy::FailClose)
+                .in_stage(Stage::Scaling, 10)
+                .spec(|s| s.target_ref.name = "other".into())
+                .target_at(3, 3, 3, true),
+            Expect {
+                stage: Some(Stage::Failed),
+                scale: Some(None),
+                hook: Some(None),
+                events: Some(&["OperationFailed"]),
+                check: Some(|p| {
+                    let f = p.status.as_ref().unwrap().failure.as_ref().unwrap();
+                    assert_eq!(f.reason, "TargetChanged");
+                    assert_eq!(f.on_failure, OnFailure::Pending);
+                }),
+                ..Expect::default()
+            },
+        ),
+        (
+            "the target is gone during PreScaling: Failed TargetGone",
+            given()
+                .with_hooks(FailurePolicy::FailClose)
+                .in_stage(Stage::PreScaling, 10)
+                .target(TargetObservation::Missing {
+                    reason: "not found".into(),
+                }),
+            Expect {
+                stage: Some(Stage::Failed),
+                hook: Some(None),
+                scale: Some(None),
+                condition: Some((conditions::ABLE_TO_SCALE, false, "TargetNotFound")),
+                check: Some(|p| {
+                    let f = p.status.as_ref().unwrap().failure.as_ref().unwrap();
+                    assert_eq!(f.reason, "TargetGone");
+                }),
+                ..Expect::default()
+            },
+        ),
+        (
+            "deleted and created again under the same name: Failed TargetReplaced, never scaled",
+            given()
+                .with_hooks(FailurePolicy::FailClose)
+                .in_stage(Stage::Scaling, 10)
+                .target(TargetObservation::Found(TargetScale {
+                    spec_replicas: 3,
+                    status_replicas: 3,
+                    ready_replicas: Some(3),
+                    observed_generation_current: true,
+                    selector: Some("app=web".into()),
+                    uid: Some("another-uid".into()),
+                })),
+            Expect {
+                stage: Some(Stage::Failed),
+                scale: Some(None),
+                check: Some(|p| {
+                    let f = p.status.as_ref().unwrap().failure.as_ref().unwrap();
+                    assert_eq!(f.reason, "TargetReplaced");
+                    assert!(f.message.contains("another-uid"), "{}", f.message);
+                }),
+                ..Expect::default()
+            },
+        ),
+        (
+            "a new operation records its target with the uid, and an id unique across Scalers",
+            {
+                let mut g = given().idle();
+                g.0.scaler.metadata.uid = Some("1234abcd-0000-0000-0000-000000000000".into());
+                g
+            },
+            Expect {
+                stage: Some(Stage::Scaling),
+                scale: Some(Some(5)),
+                check: Some(|p| {
+                    let op = p.status.as_ref().unwrap().operation.as_ref().unwrap();
+                    assert_eq!(op.id, format!("1234abcd-{NOW}-3-5"));
+                    let t = op.target.as_ref().unwrap();
+                    assert_eq!(
+                        (t.kind.as_str(), t.name.as_str(), t.uid.as_deref()),
+                        ("StatefulSet", "web", Some(TARGET_UID))
+                    );
+                }),
+                ..Expect::default()
+            },
+        ),
+    ]);
+}
+
+#[test]
+fn in_progress_hooks_are_called_when_due_and_counted() {
+    run(vec![
+        (
+            "first call: the hook's attempt is 1",
+            given()
+                .with_hooks(FailurePolicy::FailClose)
+                .in_stage(Stage::PreScaling, 2),
+            Expect {
+                hook: Some(Some(Hook::PreScale)),
+                check: Some(|p| {
+                    let op = p.hook.as_ref().unwrap().operation.as_ref().unwrap();
+                    assert_eq!((op.call, op.attempt), (1, 1));
+                }),
+                ..Expect::default()
+            },
+        ),
+        (
+            "in-progress after 10s: the due time and the call count are stored",
+            given()
+                .with_hooks(FailurePolicy::FailClose)
+                .in_stage(Stage::PreScaling, 2)
+                .result(in_progress("s1", 10)),
+            Expect {
+                stage: Some(Stage::PreScaling),
+                requeue: Some(Some(Duration::from_secs(10))),
+                check: Some(|p| {
+                    let op = p.status.as_ref().unwrap().operation.as_ref().unwrap();
+                    assert_eq!(op.hook_calls, 1);
+                    assert_eq!(op.next_hook_call_at, Some(at(NOW + 10)));
+                    assert_eq!(op.hook_state.as_deref(), Some("s1"));
+                }),
+                ..Expect::default()
+            },
+        ),
+        (
+            "a reconcile before the call is due (our own status write, a watch event) calls nothing",
+            given()
+                .with_hooks(FailurePolicy::FailClose)
+                .in_stage(Stage::PreScaling, 2)
+                .status(|s| {
+                    let op = s.operation.as_mut().unwrap();
+                    op.hook_calls = 1;
+                    op.next_hook_call_at = Some(at(NOW + 7));
+                }),
+            Expect {
+                hook: Some(None),
+                requeue: Some(Some(Duration::from_secs(7))),
+                check: Some(|p| {
+                    let op = p.status.as_ref().and_then(|s| s.operation.as_ref());
+                    assert!(op.is_none_or(|op| op.hook_calls == 1), "no call counted");
+                }),
+                ..Expect::default()
+            },
+        ),
+        (
+            "once due: the second call says attempt 2",
+            given()
+                .with_hooks(FailurePolicy::FailClose)
+                .in_stage(Stage::PreScaling, 20)
+                .status(|s| {
+                    let op = s.operation.as_mut().unwrap();
+                    op.hook_calls = 1;
+                    op.next_hook_call_at = Some(at(NOW));
+                }),
+            Expect {
+                hook: Some(Some(Hook::PreScale)),
+                check: Some(|p| {
+                    let op = p.hook.as_ref().unwrap().operation.as_ref().unwrap();
+                    assert_eq!(op.call, 2);
+                }),
+                ..Expect::default()
+            },
+        ),
+        (
+            "a due time past the stage deadline still fails at the deadline",
+            given()
+                .with_hooks(FailurePolicy::FailClose)
+                .in_stage(Stage::PreScaling, 600)
+                .status(|s| {
+                    s.operation.as_mut().unwrap().next_hook_call_at = Some(at(NOW + 60));
+                }),
+            Expect {
+                stage: Some(Stage::Failed),
+                ..Expect::default()
+            },
+        ),
+        (
+            "a 10 MiB message is cut before it reaches the status",
+            given()
+                .with_hooks(FailurePolicy::FailClose)
+                .in_stage(Stage::PreScaling, 2)
+                .result(HookResult::InProgress {
+                    state: "s".into(),
+                    retry_after: Duration::from_secs(1),
+                    message: Some("x".repeat(10 << 20)),
+                }),
+            Expect {
+                check: Some(|p| {
+                    let op = p.status.as_ref().unwrap().operation.as_ref().unwrap();
+                    let m = op.hook_message.as_deref().unwrap();
+                    assert!(m.len() < MAX_PLUGIN_TEXT + 64, "{}", m.len());
+                    assert!(
+                        m.ends_with(&format!(
+                            "[cut: {} bytes more]",
+                            (10 << 20) - MAX_PLUGIN_TEXT
+                        )),
+                        "{}",
+                        &m[m.len() - 40..]
+                    );
+                }),
+                ..Expect::default()
+            },
+        ),
+        (
+            "a 10 MiB failure reason is cut too",
+            given()
+                .with_hooks(FailurePolicy::FailClose)
+                .in_stage(Stage::PreScaling, 2)
+                .result(failed(&"y".repeat(10 << 20))),
+            Expect {
+                stage: Some(Stage::Failed),
+                check: Some(|p| {
+                    let f = p.status.as_ref().unwrap().failure.as_ref().unwrap();
+                    assert!(
+                        f.message.len() < MAX_PLUGIN_TEXT + 100,
+                        "{}",
+                        f.message.len()
+                    );
+                    assert!(
+                        p.events
+                            .iter()
+                            .all(|e| e.message.len() < MAX_PLUGIN_TEXT + 200)
+                    );
+                }),
+                ..Expect::default()
+            },
+        ),
+    ]);
+}
+
+#[test]
+fn retries_after_the_target_was_written_resume_at_scaling() {
+    let scaling_timeout = |g: Given| {
+        g.status(|s| {
+            s.stage = Stage::Failed;
+            s.failure = Some(Failure {
+                stage: Stage::Scaling,
+                reason: "ScalingTimeout".into(),
+                message: "slow".into(),
+                at: at(NOW - 5),
+                on_failure: OnFailure::Done,
+                on_failure_message: None,
+            });
+        })
+    };
+    run(vec![
+        (
+            "retry after ScalingTimeout: same operation, attempt 2, at Scaling (post-scale will run)",
+            scaling_timeout(
+                given()
+                    .with_hooks(FailurePolicy::FailClose)
+                    .in_stage(Stage::Scaling, 700)
+                    .target_at(5, 5, 5, true),
+            )
+            .annotate_retry(),
+            Expect {
+                stage: Some(Stage::Scaling),
+                scale: Some(Some(5)),
+                remove_retry: Some(true),
+                events: Some(&["RetryRequested", "OperationResumed", "Scaling"]),
+                check: Some(|p| {
+                    let st = p.status.as_ref().unwrap();
+                    let op = st.operation.as_ref().unwrap();
+                    assert_eq!(
+                        (op.attempt, op.id.as_str()),
+                        (2, format!("{}-3-5", NOW - 100).as_str())
+                    );
+                    assert_eq!(st.failure, None);
+                }),
+                ..Expect::default()
+            },
+        ),
+        (
+            "then Scaling sees the target at `to` and enters PostScaling",
+            given()
+                .with_hooks(FailurePolicy::FailClose)
+                .in_stage(Stage::Scaling, 0)
+                .status(|s| s.operation.as_mut().unwrap().attempt = 2)
+                .target_at(5, 5, 5, true),
+            Expect {
+                stage: Some(Stage::PostScaling),
+                ..Expect::default()
+            },
+        ),
+        (
+            "retry after ScalingTimeout on a replaced target: a new operation from Idle",
+            scaling_timeout(
+                given()
+                    .with_hooks(FailurePolicy::FailClose)
+                    .in_stage(Stage::Scaling, 700),
+            )
+            .target(TargetObservation::Found(TargetScale {
+                spec_replicas: 3,
+                status_replicas: 3,
+                ready_replicas: Some(3),
+                observed_generation_current: true,
+                selector: Some("app=web".into()),
+                uid: Some("another-uid".into()),
+            }))
+            .annotate_retry(),
+            Expect {
+                stage: Some(Stage::PreScaling),
+                events: Some(&["RetryRequested", "OperationStarted"]),
+                check: Some(|p| {
+                    let op = p.status.as_ref().unwrap().operation.as_ref().unwrap();
+                    assert_eq!(op.attempt, 1, "a new operation");
+                }),
+                ..Expect::default()
+            },
+        ),
+    ]);
+}
+
+#[test]
+fn the_finalizer_undoes_an_operation_of_a_deleted_scaler() {
+    run(vec![
+        (
+            "starting an operation with a plugin adds the finalizer (before the status write)",
+            given().with_hooks(FailurePolicy::FailClose).idle(),
+            Expect {
+                stage: Some(Stage::PreScaling),
+                check: Some(|p| assert_eq!(p.finalizer, Some(FinalizerChange::Add))),
+                ..Expect::default()
+            },
+        ),
+        (
+            "no plugin: no finalizer",
+            given().idle(),
+            Expect {
+                stage: Some(Stage::Scaling),
+                check: Some(|p| assert_eq!(p.finalizer, None)),
+                ..Expect::default()
+            },
+        ),
+        (
+            "held while in flight: no change",
+            with_finalizer(
+                given()
+                    .with_hooks(FailurePolicy::FailClose)
+                    .in_stage(Stage::PreScaling, 2),
+            ),
+            Expect {
+                hook: Some(Some(Hook::PreScale)),
+                ..Expect::default()
+            },
+        ),
+        (
+            "deleted during PreScaling: Failed ScalerDeleted, on-failure next, finalizer kept",
+            deleted(with_finalizer(down_in_stage(
+                given().with_hooks(FailurePolicy::FailClose),
+                Stage::PreScaling,
+                30,
+            ))),
+            Expect {
+                stage: Some(Stage::Failed),
+                requeue: Some(Some(Duration::ZERO)),
+                check: Some(|p| {
+                    let f = p.status.as_ref().unwrap().failure.as_ref().unwrap();
+                    assert_eq!(
+                        (f.reason.as_str(), f.on_failure),
+                        ("ScalerDeleted", OnFailure::Pending)
+                    );
+                    assert_eq!(p.finalizer, None);
+                }),
+                ..Expect::default()
+            },
+        ),
+        (
+            "deleted and Failed with on-failure due: ask for on-failure",
+            deleted(with_finalizer(
+                down_in_stage(
+                    given().with_hooks(FailurePolicy::FailClose),
+                    Stage::PreScaling,
+                    30,
+                )
+                .status(|s| {
+                    s.stage = Stage::Failed;
+                    s.failure = Some(Failure {
+                        stage: Stage::PreScaling,
+                        reason: "ScalerDeleted".into(),
+                        message: "deleted".into(),
+                        at: at(NOW),
+                        on_failure: OnFailure::Pending,
+                        on_failure_message: None,
+                    });
+                }),
+            )),
+            Expect {
+                hook: Some(Some(Hook::OnFailure)),
+                check: Some(|p| {
+                    let call = p.hook.as_ref().unwrap();
+                    assert_eq!(call.failure.as_ref().unwrap().reason, "ScalerDeleted");
+                }),
+                ..Expect::default()
+            },
+        ),
+        (
+            "on-failure answered: the marks are released and the finalizer removed",
+            deleted(with_finalizer(
+                down_in_stage(
+                    given().with_hooks(FailurePolicy::FailClose),
+                    Stage::PreScaling,
+                    30,
+                )
+                .status(|s| {
+                    s.stage = Stage::Failed;
+                    s.failure = Some(Failure {
+                        stage: Stage::PreScaling,
+                        reason: "ScalerDeleted".into(),
+                        message: "deleted".into(),
+                        at: at(NOW),
+                        on_failure: OnFailure::Pending,
+                        on_failure_message: None,
+                    });
+                }),
+            ))
+            .result(done()),
+            Expect {
+                events: Some(&["OnFailureDone"]),
+                check: Some(|p| {
+                    assert_eq!(p.finalizer, Some(FinalizerChange::Remove));
+                    assert_eq!(
+                        p.release_leaving.as_deref(),
+                        Some(format!("{}-3-1", NOW - 100).as_str())
+                    );
+                }),
+                ..Expect::default()
+            },
+        ),
+        (
+            "deleted while Idle with the finalizer left over: removed",
+            deleted(with_finalizer(given().idle())),
+            Expect {
+                check: Some(|p| assert_eq!(p.finalizer, Some(FinalizerChange::Remove))),
+                ..Expect::default()
+            },
+        ),
+        (
+            "a scale-down that succeeded releases its marks and the finalizer",
+            with_finalizer(down_in_stage(
+                given().with_hooks(FailurePolicy::FailClose),
+                Stage::PostScaling,
+                3,
+            ))
+            .target_at(1, 1, 1, true)
+            .result(done()),
+            Expect {
+                stage: Some(Stage::Idle),
+                check: Some(|p| {
+                    assert_eq!(p.finalizer, Some(FinalizerChange::Remove));
+                    assert!(p.release_leaving.is_some());
+                }),
+                ..Expect::default()
+            },
+        ),
+    ]);
 }

@@ -16,9 +16,6 @@ pub struct Observation {
     pub target: TargetObservation,
     /// The plugin named by `spec.hooks`, as the sandbox currently has it.
     pub plugin: PluginAvailability,
-    /// The outcome of the hook the previous plan for this same observation asked for (phase 2
-    /// of the protocol); `None` in phase 1.
-    pub hook_result: Option<HookResult>,
     /// The current time.
     pub now: jiff::Timestamp,
 }
@@ -28,11 +25,26 @@ pub struct Observation {
 pub enum TargetObservation {
     /// The target was read.
     Found(TargetScale),
-    /// The target does not exist, has no /scale, or could not be read; `reason` says which.
+    /// The API server says the target does not exist.
+    Missing {
+        /// Human-readable reason, used in conditions and events.
+        reason: String,
+    },
+    /// The target has no /scale, or could not be read; `reason` says which.
     Unavailable {
         /// Human-readable reason, used in conditions and events.
         reason: String,
     },
+}
+
+impl TargetObservation {
+    /// The target's scale, when it was read.
+    pub fn found(&self) -> Option<&TargetScale> {
+        match self {
+            Self::Found(t) => Some(t),
+            Self::Missing { .. } | Self::Unavailable { .. } => None,
+        }
+    }
 }
 
 /// The target's replica counts.
@@ -50,6 +62,8 @@ pub struct TargetScale {
     pub observed_generation_current: bool,
     /// The /scale `status.selector` (label selector of its pods, as a string).
     pub selector: Option<String>,
+    /// The target's `metadata.uid`: an operation belongs to the object it started on.
+    pub uid: Option<String>,
 }
 
 /// The state of the plugin `spec.hooks.plugin` names, as the sandbox has it now.
@@ -152,8 +166,14 @@ pub struct HookOperation {
     pub to: i32,
     /// Up or down.
     pub direction: Direction,
-    /// Attempt number (1 first; retries of a failed operation increase it).
+    /// The workload the operation was started for (not necessarily today's
+    /// `spec.targetRef`: a hook that undoes an operation talks about the operation's target).
+    pub target: hoist_api::TargetRef,
+    /// Attempt number of the operation (1 first; retries of a failed operation increase it).
     pub attempt: u32,
+    /// Calls of this hook in this stage of the operation, this one included (1 first): the
+    /// hook's `attempt` in the WIT contract.
+    pub call: u32,
     /// State the plugin saved in its previous call of this stage.
     pub saved_state: Option<String>,
     /// Time already spent in the current stage.
@@ -165,10 +185,33 @@ pub struct HookOperation {
 pub struct HookFailure {
     /// The stage that failed.
     pub stage: Stage,
-    /// Machine-readable reason.
+    /// Machine-readable reason (the short form handed to `on-failure`).
     pub reason: String,
     /// Details.
     pub message: String,
+}
+
+/// What [`crate::decide`] says for an observation: act on a plan, or first call a hook and
+/// then ask [`crate::decide_after`] with its result (which can only return a plan).
+#[derive(Clone, Debug, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one Decision per reconcile, consumed at once and never stored"
+)]
+pub enum Decision {
+    /// Apply this plan.
+    Act(Plan),
+    /// Call this hook; nothing is written before its result is known.
+    Call(HookCall),
+}
+
+/// A change of hoist's finalizer on the Scaler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinalizerChange {
+    /// Add it before the operation's first effect (the status write that starts it).
+    Add,
+    /// Remove it after everything else in the plan (the operation ended or was undone).
+    Remove,
 }
 
 /// Kubernetes event type.
@@ -191,18 +234,22 @@ pub struct Event {
     pub message: String,
 }
 
-/// What to do. Either a hook request and nothing else (phase 1), or writes (phase 2, or a step
-/// that needs no hook). The operator applies writes in field order: `scale_target`, `status`,
-/// `remove_retry_annotation`, `events`, then requeues.
+/// What to write. The operator applies it in this order, each step only after the one before
+/// succeeded: `finalizer` (when adding), `status` (the intent), `scale_target` (the effect the
+/// status already records), `release_leaving`, `remove_retry_annotation`, `finalizer` (when
+/// removing), `events`, then requeues.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
+    /// Add or remove hoist's finalizer.
+    pub finalizer: Option<FinalizerChange>,
     /// The complete new status, when it differs from the observed one (write it to /status,
     /// with the observed resourceVersion so a concurrent change causes a conflict and a retry).
     pub status: Option<ScalerStatus>,
-    /// Call this hook, then call `decide` again with its result and the same observation.
-    pub hook: Option<HookCall>,
-    /// Write this count to the target's /scale. Always the operation's frozen `to`.
+    /// Write this count to the target's /scale: always the operation's frozen `to`, and only
+    /// in a plan whose status (written first) records the Scaling stage of that operation.
     pub scale_target: Option<i32>,
+    /// The operation (by id) that ended: remove its leaving marks from the target's pods.
+    pub release_leaving: Option<String>,
     /// Remove the `hoist.dev/retry` annotation from the Scaler.
     pub remove_retry_annotation: bool,
     /// Events to publish.
@@ -216,6 +263,8 @@ impl Plan {
     /// Whether the plan writes anything to the cluster (status, /scale, annotation, events).
     pub fn has_writes(&self) -> bool {
         self.status.is_some()
+            || self.finalizer.is_some()
+            || self.release_leaving.is_some()
             || self.scale_target.is_some()
             || self.remove_retry_annotation
             || !self.events.is_empty()
