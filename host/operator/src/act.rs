@@ -1,11 +1,24 @@
-//! Act: the only code that writes to the cluster for a Scaler, in the order the state
-//! machine's protocol requires: target /scale, then status (server-side apply as `hoist`,
-//! guarded by the observed resourceVersion), then the retry annotation, then events.
+//! Act: the only code that writes to the cluster for a Scaler, in the order the protocol
+//! needs (see [`hoist_decide::Plan`]):
+//!
+//! 1. hoist's finalizer, when the plan adds it (before anything the operation causes);
+//! 2. the status (server-side apply as `hoist`, guarded by the resourceVersion of the copy
+//!    the plan was decided on, so a plan decided on a stale copy writes nothing at all);
+//! 3. the target's `/scale`, which only a plan whose status records Scaling asks for;
+//! 4. the leaving marks of an ended operation's pods (best effort);
+//! 5. the retry annotation's removal, then the finalizer's removal;
+//! 6. events (best effort).
+//!
+//! Each write first checks the [`Fence`], and each write to the Scaler records the object the
+//! API server returned ([`LatestScalers`]), so the next reconcile continues from it even if the
+//! watch has not delivered it yet. The hooks' own side effect, the pod marks a pre-scale call
+//! makes, happens in [`crate::hook_call`] before the hook runs; the autoscaling modes write the
+//! objects they own in [`crate::autoscaling`].
 
 use std::sync::Arc;
 
-use hoist_api::{FIELD_MANAGER, RETRY_ANNOTATION, Scaler, Stage};
-use hoist_decide::{EventKind, Plan};
+use hoist_api::{FIELD_MANAGER, FINALIZER, FINALIZER_MANAGER, RETRY_ANNOTATION, Scaler, Stage};
+use hoist_decide::{EventKind, FinalizerChange, Plan};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
@@ -13,8 +26,11 @@ use serde_json::json;
 
 use crate::error::OperatorError;
 use crate::events::Publisher;
+use crate::fault;
+use crate::fence::Fence;
+use crate::latest::LatestScalers;
 use crate::metrics::{Metrics, StageLabels, TransitionLabels};
-use crate::target::{TargetRef, Targets};
+use crate::target::Targets;
 
 /// What act needs.
 #[derive(Clone)]
@@ -23,6 +39,8 @@ pub struct Actor {
     pub targets: Targets,
     pub recorder: Publisher,
     pub metrics: Arc<Metrics>,
+    pub fence: Fence,
+    pub latest: Arc<LatestScalers>,
 }
 
 impl std::fmt::Debug for Actor {
@@ -32,70 +50,207 @@ impl std::fmt::Debug for Actor {
 }
 
 impl Actor {
+    /// Applies `plan`, decided on `scaler`.
     pub async fn act(&self, scaler: &Scaler, plan: &Plan) -> Result<(), OperatorError> {
         let namespace = scaler.namespace().unwrap_or_default();
         let name = scaler.name_any();
         let who = format!("{namespace}/{name}");
         let api: Api<Scaler> = Api::namespaced(self.client.clone(), &namespace);
+        let mut current = scaler.clone();
+
+        if plan.finalizer == Some(FinalizerChange::Add) {
+            self.fence.check("adding the finalizer")?;
+            current = self.set_finalizer(&api, &current, true).await?;
+        }
+
+        if let Some(status) = &plan.status {
+            self.fence.check("writing the status")?;
+            current = self.write_status(&api, &current, status).await?;
+        }
 
         if let Some(replicas) = plan.scale_target {
-            let target = TargetRef::from(&scaler.spec.target_ref);
+            fault::abort_point(fault::AFTER_STATUS_BEFORE_SCALE);
+            self.fence.check("writing the target's /scale")?;
+            // The operation's own target: decide only asks while it is still the spec's.
+            let target = current
+                .status
+                .as_ref()
+                .and_then(|s| s.operation.as_ref())
+                .and_then(|op| op.target.as_ref())
+                .map_or_else(
+                    || scaler.spec.target_ref.clone(),
+                    hoist_api::OperationTarget::target_ref,
+                );
             self.targets
                 .write_replicas(&namespace, &target, replicas)
                 .await?;
             self.metrics.scale_writes.inc();
-            tracing::info!(scaler = %who, target = %target.display(), replicas, "wrote target replicas");
+            tracing::info!(scaler = %who, target = %target.short(), replicas, "wrote target replicas");
         }
 
-        if let Some(status) = &plan.status {
-            let patch = json!({
-                "apiVersion": Scaler::api_version(&()),
-                "kind": Scaler::kind(&()),
-                "metadata": {"name": name, "resourceVersion": scaler.resource_version()},
-                "status": status,
-            });
-            api.patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map_err(|source| OperatorError::WriteStatus {
-                scaler: who.clone(),
-                source,
-            })?;
-            let old = scaler.status.as_ref().map(|s| s.stage).unwrap_or_default();
-            if old != status.stage {
-                tracing::info!(scaler = %who, from = %old, to = %status.stage, "stage");
-                self.metrics
-                    .stage_transitions
-                    .get_or_create(&TransitionLabels {
-                        from: old.to_string(),
-                        to: status.stage.to_string(),
-                    })
-                    .inc();
-                if status.stage == Stage::Failed {
-                    let stage = status.failure.as_ref().map_or(old, |f| f.stage);
-                    self.metrics
-                        .failures
-                        .get_or_create(&StageLabels {
-                            stage: stage.to_string(),
-                        })
-                        .inc();
-                }
-            }
+        if let Some(operation) = &plan.release_leaving {
+            self.release_leaving(&current, operation).await?;
         }
 
         if plan.remove_retry_annotation {
+            self.fence.check("removing the retry annotation")?;
             let patch = json!({"metadata": {"annotations": {RETRY_ANNOTATION: null}}});
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            let after = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(|source| OperatorError::PatchScaler {
                     scaler: who.clone(),
                     source,
                 })?;
+            self.latest.wrote(&current, after.clone());
+            current = after;
         }
 
+        if plan.finalizer == Some(FinalizerChange::Remove) {
+            self.fence.check("removing the finalizer")?;
+            self.set_finalizer(&api, &current, false).await?;
+        }
+
+        self.publish(scaler, plan).await;
+        Ok(())
+    }
+
+    /// Server-side applies the status, guarded by `current`'s resourceVersion. On a conflict,
+    /// reads the API server's version so the next reconcile continues from it.
+    async fn write_status(
+        &self,
+        api: &Api<Scaler>,
+        current: &Scaler,
+        status: &hoist_api::ScalerStatus,
+    ) -> Result<Scaler, OperatorError> {
+        let name = current.name_any();
+        let who = format!("{}/{name}", current.namespace().unwrap_or_default());
+        let patch = json!({
+            "apiVersion": Scaler::api_version(&()),
+            "kind": Scaler::kind(&()),
+            "metadata": {"name": name, "resourceVersion": current.resource_version()},
+            "status": status,
+        });
+        let written = api
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await;
+        let after = match written {
+            Ok(after) => after,
+            Err(source) => {
+                if matches!(&source, kube::Error::Api(s) if s.code == 409) {
+                    let fresh = api.get_opt(&name).await.ok().flatten();
+                    self.latest.conflicted(current, fresh);
+                }
+                return Err(OperatorError::WriteStatus {
+                    scaler: who,
+                    source,
+                });
+            }
+        };
+        self.latest.wrote(current, after.clone());
+        self.count_transition(current, status);
+        Ok(after)
+    }
+
+    fn count_transition(&self, before: &Scaler, status: &hoist_api::ScalerStatus) {
+        let old = before.status.as_ref().map(|s| s.stage).unwrap_or_default();
+        if old == status.stage {
+            return;
+        }
+        tracing::info!(scaler = %before.name_any(), namespace = %before.namespace().unwrap_or_default(), from = %old, to = %status.stage, "stage");
+        self.metrics
+            .stage_transitions
+            .get_or_create(&TransitionLabels {
+                from: old.to_string(),
+                to: status.stage.to_string(),
+            })
+            .inc();
+        if status.stage == Stage::Failed {
+            let stage = status.failure.as_ref().map_or(old, |f| f.stage);
+            self.metrics
+                .failures
+                .get_or_create(&StageLabels {
+                    stage: stage.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    /// Adds or removes hoist's finalizer: a server-side apply of `metadata.finalizers` alone,
+    /// under its own field manager, so other finalizers are never touched.
+    async fn set_finalizer(
+        &self,
+        api: &Api<Scaler>,
+        current: &Scaler,
+        held: bool,
+    ) -> Result<Scaler, OperatorError> {
+        let name = current.name_any();
+        let finalizers: Vec<&str> = if held { vec![FINALIZER] } else { Vec::new() };
+        let patch = json!({
+            "apiVersion": Scaler::api_version(&()),
+            "kind": Scaler::kind(&()),
+            "metadata": {"name": name, "finalizers": finalizers},
+        });
+        let after = api
+            .patch(
+                &name,
+                &PatchParams::apply(FINALIZER_MANAGER),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|source| OperatorError::PatchFinalizer {
+                scaler: format!("{}/{name}", current.namespace().unwrap_or_default()),
+                source,
+            })?;
+        tracing::debug!(scaler = %name, held, "finalizer");
+        self.latest.wrote(current, after.clone());
+        Ok(after)
+    }
+
+    /// Removes an ended operation's pod marks (Deployments and ReplicaSets mark pods). Best
+    /// effort: the status has moved on, so a failure is logged and published, not retried.
+    async fn release_leaving(&self, scaler: &Scaler, operation: &str) -> Result<(), OperatorError> {
+        let target = &scaler.spec.target_ref;
+        if !target.honours_deletion_cost() {
+            return Ok(());
+        }
+        let Some(selector) = scaler.status.as_ref().and_then(|s| s.selector.clone()) else {
+            return Ok(());
+        };
+        self.fence.check("removing pod marks")?;
+        let namespace = scaler.namespace().unwrap_or_default();
+        match self
+            .targets
+            .release_leaving(&namespace, &selector, operation)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(scaler = %scaler.name_any(), operation, pods = n, "removed the leaving marks of pods that stay");
+            }
+            Err(e) => {
+                tracing::warn!(scaler = %scaler.name_any(), operation, error = %e, "removing leaving marks failed");
+                let ev = Event {
+                    type_: EventType::Warning,
+                    reason: "ReleaseMarksFailed".into(),
+                    note: Some(truncate(&e.to_string(), 1000)),
+                    action: "Scale".into(),
+                    secondary: None,
+                };
+                if let Err(e) = self.recorder.publish(&ev, &scaler.object_ref(&())).await {
+                    tracing::warn!(error = %e, "publishing an event failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Events are best effort: a failure to publish one never fails the reconcile.
+    async fn publish(&self, scaler: &Scaler, plan: &Plan) {
         let reference = scaler.object_ref(&());
         for event in &plan.events {
             let ev = Event {
@@ -108,22 +263,13 @@ impl Actor {
                 action: "Scale".into(),
                 secondary: None,
             };
-            // Events are best effort: a failure to publish one never fails the reconcile.
             if let Err(e) = self.recorder.publish(&ev, &reference).await {
-                tracing::warn!(scaler = %who, reason = %event.reason, error = %e, "publishing an event failed");
+                tracing::warn!(scaler = %scaler.name_any(), reason = %event.reason, error = %e, "publishing an event failed");
             }
         }
-        Ok(())
     }
 }
 
 fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+    hoist_decide::bounded(s, max)
 }

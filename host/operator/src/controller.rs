@@ -1,5 +1,5 @@
-//! The Scaler controller: for each Scaler, observe → decide (pure) → run the hook the plan
-//! asks for → decide again with its result → act. Watches Scalers, the workloads they target
+//! The Scaler controller: for each Scaler, snapshot → autoscaling mode → decide (pure) → run
+//! the hook the decision asks for → decide again with its result → act. Watches Scalers, the workloads they target
 //! (StatefulSets, Deployments, ReplicaSets; other kinds are polled through requeues) and the
 //! plugin ConfigMaps, mapping changes back to the Scalers that use them.
 
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use hoist_api::Scaler;
-use hoist_decide::{HookResult, Observation, decide};
+use hoist_decide::{Decision, decide, decide_after};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -23,9 +23,12 @@ use crate::act::Actor;
 use crate::autoscaling::Autoscalers;
 use crate::error::OperatorError;
 use crate::events::Publisher;
+use crate::fault;
 use crate::hook_call::HookEnv;
+use crate::http_server::Progress;
+use crate::latest::LatestScalers;
 use crate::metrics::{Metrics, ResultLabels};
-use crate::observe::{Freshness, freshness, observe};
+use crate::observe::{observe, pod_selector};
 use crate::plugins::{LoadFinished, PLUGIN_LABEL, PluginRegistry};
 
 /// Shared state of every reconcile.
@@ -36,73 +39,67 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The autoscaling modes (owned HPA/ScaledObject, builtin autoscaler).
     pub autoscalers: Autoscalers,
+    /// hoist's own Scaler writes the watch may not have delivered yet; conflict counts.
+    pub latest: Arc<LatestScalers>,
+    /// When a reconcile last finished (for `/healthz`).
+    pub progress: Arc<Progress>,
 }
 
-/// One reconcile of one Scaler.
-pub async fn reconcile(scaler: Arc<Scaler>, ctx: Arc<Context>) -> Result<Action, OperatorError> {
+/// One reconcile of one Scaler, timed and counted on every exit path.
+pub async fn reconcile(cached: Arc<Scaler>, ctx: Arc<Context>) -> Result<Action, OperatorError> {
     let started = Instant::now();
-    let observed = observe(&scaler, &ctx.hooks.targets, &ctx.hooks.plugins).await;
+    ctx.progress.begin();
+    let result = reconcile_steps(cached, &ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ResultLabels {
+            result: match &result {
+                Ok(_) => "ok",
+                Err(e) => e.result_label(),
+            },
+        })
+        .inc();
+    ctx.progress.reconciled();
+    result
+}
+
+/// The steps: snapshot → autoscaling mode → decide → hook → decide → act.
+async fn reconcile_steps(cached: Arc<Scaler>, ctx: &Context) -> Result<Action, OperatorError> {
+    // Snapshot: the cached Scaler, or what hoist wrote if the watch has not delivered it yet.
+    let scaler = ctx.latest.current(cached);
+    let observation = observe(&scaler, &ctx.hooks.targets, &ctx.hooks.plugins).await;
+
     // The autoscaling mode first: it may write spec.replicas (builtin), which the state machine
     // then sees in the next reconcile (the watch brings the new version).
     let mode = ctx
         .autoscalers
-        .step(&scaler, &observed, &ctx.hooks.targets)
+        .step(&scaler, &observation, &ctx.hooks.targets)
         .await;
     if mode.wrote_replicas {
         return Ok(Action::requeue(
             mode.requeue.unwrap_or(Duration::from_secs(1)),
         ));
     }
-    let mut plan = decide(&observed.observation);
-    let (scaler, observed) = if plan.hook.is_some() || plan.scale_target.is_some() {
-        match freshness(&ctx.actor.client, &scaler).await? {
-            Freshness::Current => (scaler, observed),
-            Freshness::Gone => return Ok(Action::await_change()),
-            Freshness::Newer(current) => {
-                // Decide again on what the API server has; its watch event is on the way.
-                tracing::debug!(scaler = %scaler.name_any(), "the cached Scaler was behind; deciding on the current one");
-                let current = Arc::new(*current);
-                let observed = observe(&current, &ctx.hooks.targets, &ctx.hooks.plugins).await;
-                plan = decide(&observed.observation);
-                (current, observed)
-            }
+
+    let mut plan = match decide(&observation) {
+        Decision::Act(plan) => plan,
+        Decision::Call(call) => {
+            let selector = pod_selector(&observation);
+            let result = ctx.hooks.run(&scaler, &call, selector.as_deref()).await;
+            fault::abort_point(fault::AFTER_HOOK_CALL);
+            decide_after(&observation, result)
         }
-    } else {
-        (scaler, observed)
     };
-    if let Some(call) = plan.hook.clone() {
-        let result = match &scaler.spec.hooks {
-            Some(hooks) => {
-                ctx.hooks
-                    .run(&scaler, hooks, &call, observed.selector.as_deref())
-                    .await
-            }
-            None => HookResult::Failed {
-                reason: "spec.hooks was removed while the operation needed a hook".into(),
-            },
-        };
-        let second = Observation {
-            hook_result: Some(result),
-            ..observed.observation
-        };
-        plan = decide(&second);
-        if plan.hook.is_some() {
-            // The protocol says phase 2 never asks for another hook; never loop on it.
-            tracing::error!(scaler = %scaler.name_any(), "the state machine asked for a second hook in one reconcile");
-            plan.hook = None;
-        }
-    }
+
     // The autoscaling conditions join the status the state machine writes (one writer).
     let updates = hoist_decide::modes::conditions(&mode.report, &scaler.spec);
-    hoist_decide::modes::merge_conditions(&mut plan, &scaler, &updates, observed.observation.now);
+    hoist_decide::modes::merge_conditions(&mut plan, &scaler, &updates, observation.now);
     ctx.actor.act(&scaler, &plan).await?;
-    ctx.metrics
-        .reconcile_duration
-        .observe(started.elapsed().as_secs_f64());
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ResultLabels { result: "ok" })
-        .inc();
+    ctx.latest.settled(&scaler);
+
     let requeue = match (plan.requeue_after, mode.requeue) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -110,25 +107,28 @@ pub async fn reconcile(scaler: Arc<Scaler>, ctx: Arc<Context>) -> Result<Action,
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 
-/// What happens after a failed reconcile: a status-write conflict retries at once (a newer
-/// observation exists), anything else after a short backoff.
+/// What happens after a failed reconcile: a status-write conflict retries at once the first
+/// time (the API server's version is known now) and backs off while conflicts repeat; a lost
+/// lease stops; anything else retries after a short backoff.
 #[allow(
     clippy::needless_pass_by_value,
     reason = "the signature kube-runtime's Controller::run requires"
 )]
 pub fn error_policy(scaler: Arc<Scaler>, error: &OperatorError, ctx: Arc<Context>) -> Action {
-    let conflict = matches!(error, OperatorError::WriteStatus { source: kube::Error::Api(s), .. } if s.code == 409);
-    let result = if conflict { "conflict" } else { "error" };
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ResultLabels { result })
-        .inc();
-    if conflict {
-        tracing::debug!(scaler = %scaler.name_any(), "status changed underneath; reconciling again");
-        Action::requeue(Duration::from_millis(200))
-    } else {
-        tracing::warn!(scaler = %scaler.name_any(), error = %error, "reconcile failed");
-        Action::requeue(Duration::from_secs(5))
+    match error.result_label() {
+        "conflict" => {
+            let delay = ctx.latest.conflict_delay(&scaler);
+            tracing::debug!(scaler = %scaler.name_any(), ?delay, "status changed underneath; reconciling again");
+            Action::requeue(delay)
+        }
+        "not_leader" => {
+            tracing::warn!(scaler = %scaler.name_any(), error = %error, "stopped: not the leader");
+            Action::await_change()
+        }
+        _ => {
+            tracing::warn!(scaler = %scaler.name_any(), error = %error, "reconcile failed");
+            Action::requeue(Duration::from_secs(5))
+        }
     }
 }
 
@@ -245,6 +245,7 @@ fn spawn_pruner(store: Store<Scaler>, context: Arc<Context>) {
                 .filter_map(|s| s.uid())
                 .collect::<std::collections::HashSet<_>>();
             context.autoscalers.retain_scalers(&live);
+            context.latest.retain(&live);
         }
     });
 }

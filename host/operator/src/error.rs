@@ -3,6 +3,20 @@
 
 use std::net::SocketAddr;
 
+impl OperatorError {
+    /// The `result` label of `hoist_reconciles_total` for a reconcile that failed with this.
+    pub fn result_label(&self) -> &'static str {
+        match self {
+            Self::WriteStatus {
+                source: kube::Error::Api(s),
+                ..
+            } if s.code == 409 => "conflict",
+            Self::NotLeader { .. } => "not_leader",
+            _ => "error",
+        }
+    }
+}
+
 /// Errors of the hoist operator and its subcommands.
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
@@ -52,16 +66,26 @@ pub enum OperatorError {
         #[source]
         source: kube::Error,
     },
-    /// Writing a Scaler's status failed.
-    #[error("writing status of Scaler {scaler}: {source}")]
-    WriteStatus {
+    /// Removing an ended operation's marks from a pod failed.
+    #[error("removing the leaving marks of pod {pod}: {source}")]
+    ReleasePod {
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Adding or removing hoist's finalizer on a Scaler failed.
+    #[error("updating the finalizer of Scaler {scaler}: {source}")]
+    PatchFinalizer {
         scaler: String,
         #[source]
         source: kube::Error,
     },
-    /// Re-reading a Scaler from the API server failed.
-    #[error("reading Scaler {scaler}: {source}")]
-    ReadScaler {
+    /// This replica no longer holds the leader Lease: no side effect may follow.
+    #[error("not the leader any more: {what} not done")]
+    NotLeader { what: &'static str },
+    /// Writing a Scaler's status failed.
+    #[error("writing status of Scaler {scaler}: {source}")]
+    WriteStatus {
         scaler: String,
         #[source]
         source: kube::Error,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hoist_api::{Hooks, Scaler, Stage};
+use hoist_api::{LEAVING_ANNOTATION, Scaler, Stage, TargetRef};
 use hoist_decide::{Direction, Hook, HookCall, HookResult};
 use hoist_sandbox::{
     AllowList, CallIdentity, CallOptions, FailedStage, FailureInfo, HookContext, HookName,
@@ -15,13 +15,10 @@ use hoist_sandbox::{
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
+use crate::fence::Fence;
 use crate::metrics::{HookLabels, HookLatencyLabels, Metrics};
 use crate::plugins::PluginRegistry;
-use crate::target::{TargetRef, Targets};
-
-/// Annotation on the pods a Deployment/ReplicaSet scale-down chose to remove: the id of the
-/// operation that chose them, so every call of the operation hands the hook the same pods.
-pub const LEAVING_ANNOTATION: &str = "hoist.dev/leaving";
+use crate::target::Targets;
 
 /// Everything a hook call needs besides the plan.
 #[derive(Clone)]
@@ -30,6 +27,7 @@ pub struct HookEnv {
     pub plugins: PluginRegistry,
     pub targets: Targets,
     pub metrics: Arc<Metrics>,
+    pub fence: Fence,
 }
 
 impl std::fmt::Debug for HookEnv {
@@ -163,7 +161,14 @@ pub fn plan_pods(
     let (lo, hi) = (from.min(to).max(0), from.max(to).max(0));
     let mut plan = PodPlan::default();
     if sts {
-        for ordinal in lo.unsigned_abs()..hi.unsigned_abs() {
+        // Removed pods highest ordinal first (the StatefulSet controller's order), added ones
+        // lowest first, as the WIT contract documents.
+        let ordinals: Vec<u32> = if to < from {
+            (lo.unsigned_abs()..hi.unsigned_abs()).rev().collect()
+        } else {
+            (lo.unsigned_abs()..hi.unsigned_abs()).collect()
+        };
+        for ordinal in ordinals {
             let name = format!("{}-{ordinal}", target.name);
             let info = by_name.get(&name).map_or_else(
                 || PodInfo {
@@ -214,13 +219,12 @@ impl HookEnv {
     pub async fn run(
         &self,
         scaler: &Scaler,
-        hooks: &Hooks,
         call: &HookCall,
         selector: Option<&str>,
     ) -> HookResult {
         let name = hook_name(call.hook);
         let started = Instant::now();
-        let result = self.run_inner(scaler, hooks, call, selector).await;
+        let result = self.run_inner(scaler, call, selector).await;
         let outcome = match &result {
             HookResult::Done { .. } => "done",
             HookResult::InProgress { .. } => "in_progress",
@@ -252,10 +256,14 @@ impl HookEnv {
     async fn run_inner(
         &self,
         scaler: &Scaler,
-        hooks: &Hooks,
         call: &HookCall,
         selector: Option<&str>,
     ) -> HookResult {
+        let Some(hooks) = &scaler.spec.hooks else {
+            return HookResult::Failed {
+                reason: "spec.hooks was removed while the operation needed a hook".into(),
+            };
+        };
         let namespace = scaler.namespace().unwrap_or_default();
         let plugin = match self
             .plugins
@@ -280,6 +288,11 @@ impl HookEnv {
             operation: op.map(|o| o.id.clone()).unwrap_or_default(),
             attempt: op.map_or(0, |o| o.attempt),
         };
+        if let Err(e) = self.fence.check("calling a hook") {
+            return HookResult::Failed {
+                reason: e.to_string(),
+            };
+        }
         let hook = hook_name(call.hook);
         if call.hook == Hook::ValidateConfig {
             let options = CallOptions::new(
@@ -303,12 +316,8 @@ impl HookEnv {
                 reason: format!("internal: {hook} asked for without an operation"),
             };
         };
-        let spec_target = &scaler.spec.target_ref;
-        let target = TargetRef {
-            api_version: spec_target.api_version.clone(),
-            kind: spec_target.kind.clone(),
-            name: spec_target.name.clone(),
-        };
+        // The operation's own workload (decide fails an operation whose target changed).
+        let target = op.target.clone();
         let pods = match selector {
             Some(sel) => match self.targets.pods(&namespace, sel).await {
                 Ok(pods) => pods,
@@ -334,10 +343,14 @@ impl HookEnv {
         if target.honours_deletion_cost()
             && op.direction == Direction::Down
             && !to_mark.is_empty()
-            && let Err(e) = self
-                .targets
-                .mark_leaving(&namespace, &to_mark, &op.id)
-                .await
+            && let Err(e) = match self.fence.check("marking pods") {
+                Ok(()) => {
+                    self.targets
+                        .mark_leaving(&namespace, &to_mark, &op.id)
+                        .await
+                }
+                Err(e) => Err(e),
+            }
         {
             return HookResult::Failed {
                 reason: format!("MarkPods: {e}"),
@@ -368,7 +381,7 @@ impl HookEnv {
             all_pods: all,
             config,
             saved_state: op.saved_state.clone(),
-            attempt: op.attempt,
+            attempt: op.call,
             elapsed_in_stage: op.elapsed_in_stage,
         };
         let options = CallOptions::new(call.timeout, allow, identity);
@@ -384,7 +397,7 @@ impl HookEnv {
                     },
                     |f| FailureInfo {
                         stage: failed_stage(f.stage),
-                        reason: format!("{}: {}", f.reason, f.message),
+                        reason: f.reason.clone(),
                     },
                 );
                 self.runner
@@ -479,9 +492,10 @@ mod tests {
         assert_eq!(
             names,
             [
-                ("trino-1", Some(1), Some("127.1.0.1")),
-                ("trino-2", Some(2), Some("127.1.0.2"))
-            ]
+                ("trino-2", Some(2), Some("127.1.0.2")),
+                ("trino-1", Some(1), Some("127.1.0.1"))
+            ],
+            "highest ordinal first"
         );
         assert!(added.is_empty());
         assert_eq!(all.len(), 3);

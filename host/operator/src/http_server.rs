@@ -1,9 +1,11 @@
-//! The operator's HTTP endpoints: `/healthz` (the process serves), `/readyz` (it holds the
-//! lease and its controller runs, or it stands by ready to take over), `/metrics`.
+//! The operator's HTTP endpoints: `/healthz` (the controller loop makes progress), `/readyz`
+//! (it holds the lease and its controller runs, or it stands by ready to take over),
+//! `/metrics`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -14,10 +16,83 @@ use axum::routing::get;
 use crate::error::OperatorError;
 use crate::metrics::Metrics;
 
+/// How long reconciles may be in flight without any of them finishing before `/healthz`
+/// says the controller is stuck. Every hook call and request is bounded far below this.
+pub const STALL_BOUND: Duration = Duration::from_mins(15);
+
+/// Whether the controller loop makes progress: reconciles started and finished, and when the
+/// last one finished.
+#[derive(Debug)]
+pub struct Progress {
+    started: AtomicU64,
+    finished: AtomicU64,
+    last_finished: Mutex<Instant>,
+    /// The controller should be running (this replica leads) but its loop has ended.
+    stopped: AtomicBool,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            started: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            last_finished: Mutex::new(Instant::now()),
+            stopped: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Progress {
+    /// A reconcile starts.
+    pub fn begin(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A reconcile finished (whatever its result).
+    pub fn reconciled(&self) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
+        *self
+            .last_finished
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+
+    /// The controller loop ended although this replica still leads.
+    pub fn set_stopped(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// `Err(why)` when the controller is stopped or stuck.
+    pub fn check(&self, now: Instant, bound: Duration) -> Result<(), String> {
+        if self.stopped.load(Ordering::Relaxed) {
+            return Err("the controller loop has stopped".into());
+        }
+        let in_flight = self
+            .started
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.finished.load(Ordering::Relaxed));
+        let idle_for = now.saturating_duration_since(
+            *self
+                .last_finished
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if in_flight > 0 && idle_for > bound {
+            return Err(format!(
+                "{in_flight} reconciles in flight and none finished for {}s",
+                idle_for.as_secs()
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Shared health state, flipped by the operator's main loop.
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
+    /// The controller's progress (for `/healthz`).
+    pub progress: Arc<Progress>,
 }
 
 impl Health {
@@ -35,8 +110,11 @@ struct AppState {
     metrics: Arc<Metrics>,
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.health.progress.check(Instant::now(), STALL_BOUND) {
+        Ok(()) => (StatusCode::OK, "ok".to_owned()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -80,4 +158,28 @@ pub async fn bind(
             .map_err(|source| OperatorError::Serve { addr, source })
     };
     Ok((bound, serve))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthz_fails_when_reconciles_stall_or_the_loop_stops() {
+        let p = Progress::default();
+        let now = Instant::now();
+        let later = now + Duration::from_mins(2);
+        assert!(
+            p.check(later, Duration::from_mins(1)).is_ok(),
+            "idle is healthy"
+        );
+        p.begin();
+        assert!(p.check(now, Duration::from_mins(1)).is_ok());
+        let err = p.check(later, Duration::from_mins(1)).unwrap_err();
+        assert!(err.contains("1 reconciles in flight"), "{err}");
+        p.reconciled();
+        assert!(p.check(Instant::now(), Duration::from_mins(1)).is_ok());
+        p.set_stopped();
+        assert!(p.check(Instant::now(), Duration::from_mins(1)).is_err());
+    }
 }

@@ -232,13 +232,34 @@ impl PluginRegistry {
             return Ok(p);
         }
         let source = SourceKey::new(namespace, plugin);
-        let bytes = self.read_source(&source)?;
-        let current = digest_of(&bytes);
-        if current != digest {
-            return Err(format!(
-                "the operation runs plugin {digest}, which is no longer loaded, and {source} now holds {current}; retry the Scaler to start over with the current plugin"
-            ));
+        let current = self.read_source(&source);
+        if current
+            .as_ref()
+            .map_or(true, |bytes| digest_of(bytes) != digest)
+        {
+            // The source moved on (or is gone) since the operation started, e.g. a swap and a
+            // restart mid-operation: the precompiled artifact of its digest is still on disk.
+            let sandbox = self.sandbox.clone();
+            let wanted = digest.to_owned();
+            let cached = tokio::task::spawn_blocking(move || sandbox.load_cached(&wanted))
+                .await
+                .map_err(|e| format!("the load task failed: {e}"))?
+                .map_err(|e| e.to_string())?;
+            return match (cached, current) {
+                (Some(plugin), _) => {
+                    tracing::info!(%source, %digest, "loaded the operation's plugin from the precompile cache");
+                    Ok(plugin)
+                }
+                (None, Ok(bytes)) => Err(format!(
+                    "the operation runs plugin {digest}, which is neither loaded nor in the precompile cache, and {source} now holds {}; retry the Scaler to start over with the current plugin",
+                    digest_of(&bytes)
+                )),
+                (None, Err(reason)) => Err(reason),
+            };
         }
+        let Ok(bytes) = current else {
+            return Err(format!("{source} cannot be read"));
+        };
         let sandbox = self.sandbox.clone();
         let loaded = tokio::task::spawn_blocking(move || sandbox.load(&bytes))
             .await

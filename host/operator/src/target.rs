@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use hoist_api::{LEAVING_ANNOTATION, POD_DELETION_COST, TargetRef};
+use hoist_decide::TargetScale;
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -16,67 +18,17 @@ use tokio::sync::RwLock;
 
 use crate::error::OperatorError;
 
-/// A reference to a scalable workload, as `spec.targetRef` names it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TargetRef {
-    pub api_version: String,
-    pub kind: String,
-    pub name: String,
-}
-
-impl From<&hoist_api::TargetRef> for TargetRef {
-    fn from(t: &hoist_api::TargetRef) -> Self {
-        Self {
-            api_version: t.api_version.clone(),
-            kind: t.kind.clone(),
-            name: t.name.clone(),
-        }
+/// The group, version and kind `spec.targetRef` names.
+fn gvk_of(target: &TargetRef) -> GroupVersionKind {
+    let (group, version) = match target.api_version.split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), target.api_version.clone()),
+    };
+    GroupVersionKind {
+        group,
+        version,
+        kind: target.kind.clone(),
     }
-}
-
-impl TargetRef {
-    fn gvk(&self) -> GroupVersionKind {
-        let (group, version) = match self.api_version.split_once('/') {
-            Some((g, v)) => (g.to_string(), v.to_string()),
-            None => (String::new(), self.api_version.clone()),
-        };
-        GroupVersionKind {
-            group,
-            version,
-            kind: self.kind.clone(),
-        }
-    }
-
-    /// `Kind/name`, for messages.
-    pub fn display(&self) -> String {
-        format!("{}/{}", self.kind, self.name)
-    }
-
-    /// Whether pods of this kind have stable ordinals (StatefulSet).
-    pub fn is_stateful_set(&self) -> bool {
-        self.kind == "StatefulSet" && self.api_version == "apps/v1"
-    }
-
-    /// Whether the controller of this kind honours `controller.kubernetes.io/pod-deletion-cost`.
-    pub fn honours_deletion_cost(&self) -> bool {
-        self.api_version == "apps/v1" && (self.kind == "Deployment" || self.kind == "ReplicaSet")
-    }
-}
-
-/// What the operator observed of a target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetState {
-    /// Desired replicas in the target's spec (`/scale` spec.replicas).
-    pub spec_replicas: i32,
-    /// Replicas the target reports (`/scale` status.replicas).
-    pub status_replicas: i32,
-    /// Ready replicas where the kind reports them (apps/v1 kinds omit `readyReplicas` when it
-    /// is zero); `None` for kinds that do not (then the scale status counts).
-    pub ready_replicas: Option<i32>,
-    /// Whether the target's controller has observed its latest spec.
-    pub generation_observed: bool,
-    /// The label selector of its pods, as `/scale` reports it.
-    pub selector: Option<String>,
 }
 
 /// Resolves target kinds through discovery (cached per GVK) and talks to them.
@@ -105,7 +57,7 @@ impl Targets {
         namespace: &str,
         target: &TargetRef,
     ) -> Result<Api<DynamicObject>, OperatorError> {
-        let gvk = target.gvk();
+        let gvk = gvk_of(target);
         if let Some(ar) = self.resources.read().await.get(&gvk) {
             return Ok(Api::namespaced_with(self.client.clone(), namespace, ar));
         }
@@ -117,7 +69,7 @@ impl Targets {
             })?;
         if caps.scope != Scope::Namespaced {
             return Err(OperatorError::TargetNotScalable {
-                target: target.display(),
+                target: target.short(),
                 reason: "it is cluster-scoped; a Scaler targets a namespaced workload".into(),
             });
         }
@@ -128,7 +80,7 @@ impl Targets {
             .any(|(sub, _)| sub.plural == "scale")
         {
             return Err(OperatorError::TargetNotScalable {
-                target: target.display(),
+                target: target.short(),
                 reason: format!("{} has no /scale subresource", ar.plural),
             });
         }
@@ -136,18 +88,18 @@ impl Targets {
         Ok(Api::namespaced_with(self.client.clone(), namespace, &ar))
     }
 
-    /// Reads the target's `/scale` and its readiness. `Ok(None)` when it does not exist.
+    /// Reads the target's `/scale`, readiness and uid. `Ok(None)` when it does not exist.
     pub async fn observe(
         &self,
         namespace: &str,
         target: &TargetRef,
-    ) -> Result<Option<TargetState>, OperatorError> {
+    ) -> Result<Option<TargetScale>, OperatorError> {
         let api = self.api(namespace, target).await?;
         let Some(object) =
             api.get_opt(&target.name)
                 .await
                 .map_err(|source| OperatorError::ReadTarget {
-                    target: target.display(),
+                    target: target.short(),
                     source,
                 })?
         else {
@@ -159,7 +111,7 @@ impl Targets {
                 Some(scale) => scale,
                 None => api.get_scale(&target.name).await.map_err(|source| {
                     OperatorError::ReadTarget {
-                        target: target.display(),
+                        target: target.short(),
                         source,
                     }
                 })?,
@@ -182,7 +134,7 @@ impl Targets {
         )
         .await
         .map_err(|source| OperatorError::WriteScale {
-            target: target.display(),
+            target: target.short(),
             source,
         })?;
         Ok(())
@@ -214,7 +166,7 @@ impl Targets {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let patch = json!({"metadata": {"annotations": {
             POD_DELETION_COST: "-2147483647",
-            crate::hook_call::LEAVING_ANNOTATION: operation_id,
+            LEAVING_ANNOTATION: operation_id,
         }}});
         for name in pod_names {
             pods.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -226,17 +178,61 @@ impl Targets {
         }
         Ok(())
     }
-}
 
-/// The annotation the ReplicaSet controller ranks pods by when it scales down.
-pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+    /// Removes the marks of an ended operation from the pods (of `selector`) that still carry
+    /// them, so the ReplicaSet controller does not later prefer an undrained pod. Returns how
+    /// many pods were unmarked.
+    pub async fn release_leaving(
+        &self,
+        namespace: &str,
+        selector: &str,
+        operation_id: &str,
+    ) -> Result<usize, OperatorError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let marked: Vec<String> = self
+            .pods(namespace, selector)
+            .await?
+            .into_iter()
+            .filter(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(LEAVING_ANNOTATION))
+                        .is_some_and(|v| v == operation_id)
+            })
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        let patch = json!({"metadata": {"annotations": {
+            POD_DELETION_COST: null,
+            LEAVING_ANNOTATION: null,
+        }}});
+        for name in &marked {
+            match api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                // Deleted meanwhile: nothing left to release.
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(source) => {
+                    return Err(OperatorError::ReleasePod {
+                        pod: name.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(marked.len())
+    }
+}
 
 fn int_at(value: &serde_json::Value, pointer: &str) -> Option<i64> {
     value.pointer(pointer).and_then(serde_json::Value::as_i64)
 }
 
 /// Derives the observed state from the target object and its `/scale`.
-pub fn state_of(object: &DynamicObject, scale: &Scale) -> TargetState {
+pub fn state_of(object: &DynamicObject, scale: &Scale) -> TargetScale {
     let spec_replicas = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
     let status_replicas = scale.status.as_ref().map_or(0, |s| s.replicas);
     let ready_replicas =
@@ -252,12 +248,13 @@ pub fn state_of(object: &DynamicObject, scale: &Scale) -> TargetState {
         // Kinds without observedGeneration (or generation): trust the scale status.
         (_, None) | (None, Some(_)) => true,
     };
-    TargetState {
+    TargetScale {
         spec_replicas,
         status_replicas,
         ready_replicas,
-        generation_observed,
+        observed_generation_current: generation_observed,
         selector: scale.status.as_ref().and_then(|s| s.selector.clone()),
+        uid: object.metadata.uid.clone(),
     }
 }
 
@@ -325,7 +322,7 @@ mod tests {
         let s = state_of(&o, &scale(3, 3));
         assert_eq!(s.ready_replicas, Some(2));
         assert!(
-            !s.generation_observed,
+            !s.observed_generation_current,
             "observedGeneration 2 < generation 3"
         );
         assert_eq!(s.selector.as_deref(), Some("app=x"));
@@ -339,7 +336,7 @@ mod tests {
             "status": {"replicas": 2, "observedGeneration": 1}}));
         let s = state_of(&o, &scale(2, 2));
         assert_eq!(s.ready_replicas, Some(0));
-        assert!(s.generation_observed);
+        assert!(s.observed_generation_current);
     }
 
     #[test]
@@ -348,7 +345,7 @@ mod tests {
             "metadata": {"name": "t", "generation": 4}, "status": {"replicas": 4}}));
         let s = state_of(&o, &scale(4, 4));
         assert_eq!(s.ready_replicas, None);
-        assert!(s.generation_observed);
+        assert!(s.observed_generation_current);
     }
 
     #[test]
@@ -402,13 +399,13 @@ mod tests {
             kind: "ReplicationController".into(),
             name: "r".into(),
         };
-        assert_eq!(t.gvk().group, "");
+        assert_eq!(gvk_of(&t).group, "");
         let t = TargetRef {
             api_version: "apps/v1".into(),
             kind: "StatefulSet".into(),
             name: "s".into(),
         };
-        assert_eq!(t.gvk().group, "apps");
+        assert_eq!(gvk_of(&t).group, "apps");
         assert!(t.is_stateful_set());
     }
 }

@@ -30,8 +30,8 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
 use crate::metric_source::{self, MetricsClient, PodTarget};
-use crate::observe::Observed;
 use crate::target::Targets;
+use hoist_decide::Observation;
 
 /// Field manager of the builtin autoscaler's writes to a Scaler's /scale.
 pub const SCALE_FIELD_MANAGER: &str = "hoist-autoscaler";
@@ -84,10 +84,10 @@ impl Builtin {
         targets: &Targets,
         scaler: &Scaler,
         builtin: &BuiltinAutoscaling,
-        observed: &Observed,
+        observed: &Observation,
     ) -> Step {
         let uid = scaler.uid().unwrap_or_default();
-        let now = Timestamp::from_unix_millis(observed.observation.now.as_millisecond());
+        let now = Timestamp::from_unix_millis(observed.now.as_millisecond());
         let interval = builtin.effective_decision_interval().get();
         let mut memory = self
             .memories
@@ -102,7 +102,7 @@ impl Builtin {
         };
         let (report, requeue, wrote) = if let Some(wait) = memory.due_in(builtin, now) {
             (report_of(&memory), wait, false)
-        } else if let TargetObservation::Found(target) = &observed.observation.target {
+        } else if let TargetObservation::Found(target) = &observed.target {
             let current = scaler.spec.replicas.unwrap_or(target.spec_replicas);
             let ready = target.ready_replicas.unwrap_or(target.status_replicas);
             let readings = self.read(targets, scaler, builtin, observed, current).await;
@@ -142,7 +142,7 @@ impl Builtin {
         targets: &Targets,
         scaler: &Scaler,
         builtin: &BuiltinAutoscaling,
-        observed: &Observed,
+        observed: &Observation,
         current: i32,
     ) -> Vec<Reading> {
         let who = super::who(scaler);
@@ -153,20 +153,21 @@ impl Builtin {
             ];
         };
         let needs_pods = builtin.metrics.iter().any(|m| m.pods.is_some());
-        let pods: Result<Vec<PodTarget>, String> = match (&observed.selector, needs_pods) {
-            (_, false) => Ok(Vec::new()),
-            (None, true) => Err("the target reports no pod selector".into()),
-            (Some(selector), true) => targets
-                .pods(&scaler.namespace().unwrap_or_default(), selector)
-                .await
-                .map(|ps| {
-                    ps.iter()
-                        .filter(|p| p.metadata.deletion_timestamp.is_none())
-                        .filter_map(PodTarget::from_pod)
-                        .collect()
-                })
-                .map_err(|e| e.to_string()),
-        };
+        let pods: Result<Vec<PodTarget>, String> =
+            match (&crate::observe::pod_selector(observed), needs_pods) {
+                (_, false) => Ok(Vec::new()),
+                (None, true) => Err("the target reports no pod selector".into()),
+                (Some(selector), true) => targets
+                    .pods(&scaler.namespace().unwrap_or_default(), selector)
+                    .await
+                    .map(|ps| {
+                        ps.iter()
+                            .filter(|p| p.metadata.deletion_timestamp.is_none())
+                            .filter_map(PodTarget::from_pod)
+                            .collect()
+                    })
+                    .map_err(|e| e.to_string()),
+            };
         let mut readings = Vec::with_capacity(builtin.metrics.len());
         for (index, metric) in builtin.metrics.iter().enumerate() {
             let reading = match (&pods, metric.pods.is_some()) {

@@ -28,8 +28,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 
-use crate::observe::Observed;
 use crate::target::Targets;
+use hoist_decide::Observation;
 
 /// What the mode step of one reconcile found.
 #[derive(Debug)]
@@ -152,7 +152,12 @@ impl Autoscalers {
     }
 
     /// Runs the Scaler's mode step.
-    pub async fn step(&self, scaler: &Scaler, observed: &Observed, targets: &Targets) -> ModeStep {
+    pub async fn step(
+        &self,
+        scaler: &Scaler,
+        observed: &Observation,
+        targets: &Targets,
+    ) -> ModeStep {
         let mode = scaler
             .spec
             .autoscaling

@@ -19,8 +19,10 @@ use crate::autoscaling::{Autoscalers, Modes};
 use crate::controller::{self, Context, Parts};
 use crate::error::OperatorError;
 use crate::events::Publisher;
+use crate::fence::Fence;
 use crate::hook_call::HookEnv;
 use crate::http_server::{self, Health};
+use crate::latest::LatestScalers;
 use crate::leader;
 use crate::metrics::{MethodLabels, Metrics};
 use crate::target::Targets;
@@ -223,6 +225,10 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
 
     let (cm_store, cm_writer) = controller::plugin_store();
     let (plugins, loads) = controller::plugin_registry(sandbox.clone(), cm_store, metrics.clone());
+    let fence = leadership
+        .as_ref()
+        .map_or_else(Fence::unfenced, |l| Fence::lease(l.is_leader.clone()));
+    let latest = Arc::new(LatestScalers::default());
     let targets = Targets::new(client.clone());
     let recorder = Publisher::new(
         client.clone(),
@@ -245,15 +251,20 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
             plugins,
             targets: targets.clone(),
             metrics: metrics.clone(),
+            fence: fence.clone(),
         },
         actor: Actor {
             client: client.clone(),
             targets,
             recorder: recorder.clone(),
             metrics: metrics.clone(),
+            fence,
+            latest: latest.clone(),
         },
         metrics: metrics.clone(),
         autoscalers,
+        latest,
+        progress: health.progress.clone(),
     });
     let parts = Parts {
         client,
@@ -268,7 +279,7 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
     };
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(controller::run(parts, async move {
+    let mut controller = tokio::spawn(controller::run(parts, async move {
         let _ = stop_rx.await;
     }));
     let lost = async {
@@ -277,12 +288,23 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
             None => std::future::pending().await,
         }
     };
+    let mut controller_ended = false;
     let lost_leadership = tokio::select! {
         () = shutdown_signal() => { tracing::info!("shutting down"); false }
         () = lost => { tracing::error!("lost the leader lease; stopping"); true }
+        _ = &mut controller => {
+            // The controller loop should run as long as this replica leads: /healthz fails
+            // so that the kubelet restarts the process.
+            tracing::error!("the controller loop ended; /healthz reports it");
+            health.progress.set_stopped();
+            controller_ended = true;
+            false
+        }
     };
     let _ = stop_tx.send(());
-    let _ = controller.await;
+    if !controller_ended {
+        let _ = controller.await;
+    }
     metrics.leader.set(0);
     if let Some(l) = leadership {
         l.release().await;
