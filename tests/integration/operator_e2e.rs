@@ -406,8 +406,9 @@ async fn failed_hook_runs_on_failure_and_retry_completes() {
         .unwrap();
     create_statefulset(&e.ns, "trino", 3).await.unwrap();
     let ips = pod_ips(&e.ns, "trino").await;
-    // No worker answers at trino-2's IP: draining it fails.
-    let (port, mut workers) = start_workers(&ips, &[0, 1], 2).await;
+    // No worker answers at trino-1's IP: draining it fails after trino-2 (pods-removed is
+    // highest ordinal first) was asked to drain.
+    let (port, mut workers) = start_workers(&ips, &[0, 2], 2).await;
     create_scaler(
         &e.ns,
         "trino",
@@ -430,12 +431,12 @@ async fn failed_hook_runs_on_failure_and_retry_completes() {
     let failure = failed.status.unwrap().failure.unwrap();
     assert_eq!(failure.stage, Stage::PreScaling);
     assert!(
-        failure.message.contains(&ips[&2].to_string()),
+        failure.message.contains(&ips[&1].to_string()),
         "status.failure names the unreachable worker: {failure:?}"
     );
     // on-failure put the worker that had been asked to drain back to ACTIVE.
     assert_eq!(
-        states(&workers[&1]),
+        states(&workers[&2]),
         vec!["ACTIVE", "DRAINING", "ACTIVE"],
         "operator log:\n{}",
         e.op.log()
@@ -449,8 +450,8 @@ async fn failed_hook_runs_on_failure_and_retry_completes() {
     );
 
     // Make the cause go away, then ask for a retry.
-    let w2 = TrinoWorker::start(ips[&2], port, 2).await.unwrap();
-    workers.insert(2, w2);
+    let w1 = TrinoWorker::start(ips[&1], port, 2).await.unwrap();
+    workers.insert(1, w1);
     e.ns.api::<Scaler>()
         .patch(
             "trino",
@@ -999,4 +1000,311 @@ async fn deployment_scale_down_removes_the_pods_the_hook_drained() {
     for name in &remaining {
         assert_eq!(states(&workers[name]), vec!["ACTIVE"], "{name} untouched");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. Reconcile v2: faults around the protocol (each asserts which pods were drained
+//     against what was written to the workload)
+// ---------------------------------------------------------------------------------------
+
+fn failure_reason(s: &Scaler) -> Option<String> {
+    s.status
+        .as_ref()
+        .and_then(|st| st.failure.as_ref())
+        .map(|f| f.reason.clone())
+}
+
+fn on_failure_settled(s: &Scaler) -> bool {
+    s.status
+        .as_ref()
+        .and_then(|st| st.failure.as_ref())
+        .is_some_and(|f| f.on_failure != hoist_api::OnFailure::Pending)
+}
+
+/// `states` of a worker, from the first DRAINING on (what the operation did to it).
+fn drained_then(w: &TrinoWorker) -> Vec<String> {
+    let s = states(w);
+    let from = s.iter().position(|x| x == "DRAINING").unwrap_or(s.len());
+    s[from..].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_scaler_mid_operation_undoes_the_drain_then_lets_go() {
+    let e = env("e2e-delete").await;
+    // The drain never finishes: the operation is in PreScaling when the Scaler is deleted.
+    let t = trino_setup(&e, "trino", 3, 100_000).await;
+    set_desired(&e.ns, "trino", 1).await.unwrap();
+    let s = wait_scaler(&e.ns, "trino", "pre-scale in progress", hook_in_progress).await;
+    assert!(
+        s.finalizers().iter().any(|f| f == hoist_api::FINALIZER),
+        "the finalizer is held while the operation is in flight: {:?}",
+        s.finalizers()
+    );
+    assert_eq!(t.workers[&2].state(), "DRAINING");
+
+    e.ns.api::<Scaler>()
+        .delete("trino", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    let api = e.ns.api::<Scaler>();
+    wait::until(LONG, "the deleted Scaler to be gone", || {
+        let api = api.clone();
+        async move { Ok(api.get_opt("trino").await?.is_none()) }
+    })
+    .await
+    .unwrap();
+    for o in [1, 2] {
+        assert_eq!(
+            drained_then(&t.workers[&o]),
+            vec!["DRAINING", "ACTIVE"],
+            "on-failure put worker {o} back before the finalizer went; log:\n{}",
+            e.op.log()
+        );
+    }
+    assert_eq!(t.workers[&0].state(), "ACTIVE");
+    assert_eq!(sts_spec_replicas(&e.ns, "trino").await, Some(3));
+    let reasons = event_reasons(&e.ns, "trino").await;
+    assert_in_order(&reasons, &["OperationFailed", "OnFailureDone"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_recreated_mid_operation_fails_it_and_the_new_one_is_left_alone() {
+    let e = env("e2e-recreate").await;
+    let _t = trino_setup(&e, "trino", 3, 100_000).await;
+    set_desired(&e.ns, "trino", 1).await.unwrap();
+    wait_scaler(&e.ns, "trino", "pre-scale in progress", hook_in_progress).await;
+
+    let sets = e.ns.api::<StatefulSet>();
+    let old_uid = sets.get("trino").await.unwrap().uid();
+    sets.delete("trino", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    wait::until(LONG, "the old StatefulSet to be gone", || {
+        let sets = sets.clone();
+        async move { Ok(sets.get_opt("trino").await?.is_none()) }
+    })
+    .await
+    .unwrap();
+    create_statefulset(&e.ns, "trino", 3).await.unwrap();
+    assert_ne!(sets.get("trino").await.unwrap().uid(), old_uid);
+
+    let failed = wait_scaler(&e.ns, "trino", "Failed, on-failure settled", |s| {
+        stage(s) == Some(Stage::Failed) && on_failure_settled(s)
+    })
+    .await;
+    let reason = failure_reason(&failed).unwrap();
+    assert!(
+        reason == "TargetReplaced" || reason == "TargetGone",
+        "{reason}: {:?}",
+        failed.status
+    );
+    // Give a wrong write every chance to happen, then check none did.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sts_spec_replicas(&e.ns, "trino").await, Some(3));
+    assert!(
+        !e.op.log().contains("wrote target replicas"),
+        "{}",
+        e.op.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_ref_edited_mid_operation_fails_it_and_scales_neither() {
+    let e = env("e2e-retarget").await;
+    let t = trino_setup(&e, "trino", 3, 100_000).await;
+    create_statefulset(&e.ns, "other", 2).await.unwrap();
+    set_desired(&e.ns, "trino", 1).await.unwrap();
+    wait_scaler(&e.ns, "trino", "pre-scale in progress", hook_in_progress).await;
+
+    e.ns.api::<Scaler>()
+        .patch(
+            "trino",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"targetRef": {"name": "other"}}})),
+        )
+        .await
+        .unwrap();
+    let failed = wait_scaler(&e.ns, "trino", "Failed, on-failure settled", |s| {
+        stage(s) == Some(Stage::Failed) && on_failure_settled(s)
+    })
+    .await;
+    assert_eq!(failure_reason(&failed).as_deref(), Some("TargetChanged"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sts_spec_replicas(&e.ns, "trino").await, Some(3));
+    assert_eq!(sts_spec_replicas(&e.ns, "other").await, Some(2));
+    // on-failure undid the drain of the operation's own workers.
+    for o in [1, 2] {
+        assert_eq!(drained_then(&t.workers[&o]), vec!["DRAINING", "ACTIVE"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_the_status_write_and_the_scale_write_resumes_without_draining_again() {
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("e2e-abort").await.unwrap();
+    install_scaler_crd(&ns.client).await.unwrap();
+    let mut options = scoped_options(&ns.name);
+    options.env.push((
+        "HOIST_TEST_ABORT_AT".into(),
+        "after-status-before-scale".into(),
+    ));
+    let op = Operator::start(cluster, &options).await.unwrap();
+    let mut e = Env { ns, op };
+    let t = trino_setup(&e, "trino", 3, 2).await;
+    let spec = record(e.ns.api::<StatefulSet>(), "trino", |s: &StatefulSet| {
+        s.spec.as_ref().and_then(|s| s.replicas)
+    })
+    .await;
+
+    set_desired(&e.ns, "trino", 1).await.unwrap();
+    wait::until(LONG, "the operator to abort at the named point", || {
+        let running = e.op.running();
+        async move { Ok(!running) }
+    })
+    .await
+    .unwrap();
+    let s = e.ns.api::<Scaler>().get("trino").await.unwrap();
+    assert_eq!(stage(&s), Some(Stage::Scaling), "the intent was recorded");
+    assert_eq!(
+        sts_spec_replicas(&e.ns, "trino").await,
+        Some(3),
+        "the effect was not"
+    );
+    let drained: Vec<Vec<String>> = [1, 2].iter().map(|o| states(&t.workers[o])).collect();
+
+    let op2 = start_operator(&e.ns.name).await;
+    wait_idle_at(&e.ns, "trino", 1).await;
+    assert_eq!(
+        spec.values(),
+        vec![Some(3), Some(1)],
+        "the new operator wrote the recorded to; log:\n{}",
+        op2.log()
+    );
+    for (i, o) in [1u32, 2].iter().enumerate() {
+        assert_eq!(
+            states(&t.workers[o]),
+            drained[i],
+            "worker {o} was not asked again after the target was written"
+        );
+    }
+    assert_eq!(
+        states(&t.workers[&0]),
+        vec!["ACTIVE"],
+        "the worker that stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_progress_hook_is_called_when_due_not_on_every_event() {
+    let e = env("e2e-pace").await;
+    // Each pre-scale call polls both leaving workers once; they report DRAINED on the 6th.
+    let _t = trino_setup(&e, "trino", 3, 6).await;
+    set_desired(&e.ns, "trino", 1).await.unwrap();
+    let s = wait_idle_at(&e.ns, "trino", 1).await;
+    assert!(s.status.is_some());
+    let text = e.op.metrics().await.unwrap();
+    let calls = metric(&text, "hoist_hook_calls_total", &[("hook", "pre-scale")]);
+    // trino-drain asks to be called again after 300 ms (hoist waits at least 1 s): about 7
+    // calls are due. Without the due time, our own status writes re-triggered it at once.
+    assert!(
+        (6.0..=10.0).contains(&calls),
+        "pre-scale was called {calls} times for ~7 due calls"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_s_huge_text_is_cut_before_it_reaches_the_status() {
+    let e = env("e2e-huge").await;
+    apply_plugin_configmap(&e.ns, "huge", &plugin_path("fixture-huge-message").unwrap())
+        .await
+        .unwrap();
+    create_statefulset(&e.ns, "web", 2).await.unwrap();
+    create_scaler(
+        &e.ns,
+        "web",
+        sts_ref("web"),
+        Some(json!({"plugin": {"configMap": "huge"}})),
+        json!({}),
+    )
+    .await;
+    // validate-config answers with a 10 MiB error: the status write still succeeds, cut.
+    let s = wait_scaler(&e.ns, "web", "HooksReady says why", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "HooksReady" && c.reason == "ConfigRejected")
+        })
+    })
+    .await;
+    let st = s.status.unwrap();
+    let c = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "HooksReady")
+        .unwrap();
+    assert!(c.message.len() < 4096, "{} bytes", c.message.len());
+    assert!(c.message.contains("[cut: "), "{}", c.message);
+    let verdict = st.plugin.unwrap().message.unwrap();
+    assert!(verdict.len() <= 2048, "{} bytes", verdict.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_scaling_timeout_resumes_and_runs_post_scale() {
+    let e = env("e2e-resume").await;
+    install_widget_crd(&e.ns.client).await.unwrap();
+    apply_plugin_configmap(&e.ns, "noop", &plugin_path("fixture-noop").unwrap())
+        .await
+        .unwrap();
+    let ar = widget_resource();
+    let widgets: Api<DynamicObject> = Api::namespaced_with(e.ns.client.clone(), &e.ns.name, &ar);
+    let mut w = DynamicObject::new("w", &ar);
+    w.data = json!({"spec": {"replicas": 2}});
+    widgets.create(&PostParams::default(), &w).await.unwrap();
+    set_widget_status(&widgets, "w", 2).await;
+    create_scaler(
+        &e.ns,
+        "w",
+        json!({"apiVersion": "fixtures.hoist.dev/v1", "kind": "Widget", "name": "w"}),
+        Some(json!({"plugin": {"configMap": "noop"}})),
+        json!({"stageTimeouts": {"scaling": "3s"}}),
+    )
+    .await;
+    wait_idle_at(&e.ns, "w", 2).await;
+
+    // The widget never catches up: Scaling times out after its target was written.
+    set_desired(&e.ns, "w", 3).await.unwrap();
+    let failed = wait_scaler(&e.ns, "w", "Failed after ScalingTimeout", |s| {
+        stage(s) == Some(Stage::Failed) && on_failure_settled(s)
+    })
+    .await;
+    assert_eq!(failure_reason(&failed).as_deref(), Some("ScalingTimeout"));
+    let id = op_id(&failed).unwrap();
+
+    set_widget_status(&widgets, "w", 3).await;
+    e.ns.api::<Scaler>()
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"hoist.dev/retry": "true"}}})),
+        )
+        .await
+        .unwrap();
+    let done = wait_idle_at(&e.ns, "w", 3).await;
+    assert!(done.status.unwrap().operation.is_none());
+    let reasons = event_reasons(&e.ns, "w").await;
+    assert_in_order(
+        &reasons,
+        &[
+            "OperationFailed",
+            "RetryRequested",
+            "OperationResumed",
+            "Scaled",
+            "OperationSucceeded",
+        ],
+    );
+    let text = e.op.metrics().await.unwrap();
+    assert!(
+        metric(&text, "hoist_hook_calls_total", &[("hook", "post-scale")]) >= 1.0,
+        "post-scale ran for the operation {id} that changed the workload"
+    );
 }

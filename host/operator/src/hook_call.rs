@@ -316,9 +316,20 @@ impl HookEnv {
                 reason: format!("internal: {hook} asked for without an operation"),
             };
         };
-        // The operation's own workload (decide fails an operation whose target changed).
+        // The operation's own workload: after `spec.targetRef` changed (the operation failed,
+        // on-failure undoes it), its pods are found by its own selector, not the new target's.
         let target = op.target.clone();
-        let pods = match selector {
+        let own_selector = if target == scaler.spec.target_ref {
+            selector.map(str::to_owned)
+        } else {
+            self.targets
+                .observe(&namespace, &target)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|t| t.selector)
+        };
+        let pods = match own_selector.as_deref() {
             Some(sel) => match self.targets.pods(&namespace, sel).await {
                 Ok(pods) => pods,
                 Err(e) => {
