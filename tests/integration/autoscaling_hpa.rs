@@ -212,3 +212,65 @@ async fn modes_switched_off_say_so_and_create_nothing() {
         "nothing failed:\n{log}"
     );
 }
+
+#[tokio::test]
+async fn a_user_s_hpa_of_the_same_name_is_never_taken_over() {
+    let env = env("as-hpa-foreign").await;
+    let ns = &env.ns;
+    create_statefulset(ns, "web", 2).await.unwrap();
+    // The user's own HPA, named like the one hoist would own, aimed at the workload itself.
+    let theirs: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "web"},
+            "minReplicas": 1, "maxReplicas": 7,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 80}}}]
+        }
+    }))
+    .unwrap();
+    let hpas = ns.api::<HorizontalPodAutoscaler>();
+    hpas.create(&kube::api::PostParams::default(), &theirs)
+        .await
+        .unwrap();
+    apply_scaler(
+        ns,
+        "web",
+        json!({
+            "targetRef": kit::sts_ref("web"),
+            "replicas": 2, "minReplicas": 2, "maxReplicas": 4,
+            "autoscaling": {"hpa": {}}
+        }),
+    )
+    .await;
+    let s = kit::wait_scaler(&env, "web", "AutoscalerActive=False, not taken over", |s| {
+        has_condition(
+            s,
+            AUTOSCALER_ACTIVE,
+            "False",
+            "HorizontalPodAutoscalerApplyFailed",
+        ) && kit::condition_message(s, AUTOSCALER_ACTIVE).contains("not owned by this Scaler")
+    })
+    .await;
+    let message = kit::condition_message(&s, AUTOSCALER_ACTIVE);
+    assert!(message.contains("not owned by this Scaler"), "{message}");
+    let hpa = hpas.get("web").await.unwrap();
+    assert!(
+        hpa.owner_references().is_empty(),
+        "no owner reference added"
+    );
+    let spec = hpa.spec.unwrap();
+    assert_eq!(
+        (spec.max_replicas, spec.scale_target_ref.kind.as_str()),
+        (7, "StatefulSet"),
+        "the user's HPA is unchanged"
+    );
+    // Switching to fixed deletes only what hoist owns: the user's HPA stays.
+    patch_spec(ns, "web", json!({"autoscaling": {"hpa": null, "fixed": {}}})).await;
+    kit::wait_scaler(&env, "web", "fixed mode", |s| {
+        kit::condition(s, AUTOSCALER_ACTIVE).is_none()
+    })
+    .await;
+    assert!(hpas.get_opt("web").await.unwrap().is_some());
+}

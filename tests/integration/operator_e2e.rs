@@ -1308,3 +1308,53 @@ async fn a_retry_after_a_scaling_timeout_resumes_and_runs_post_scale() {
         "post-scale ran for the operation {id} that changed the workload"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_scalers_on_one_workload_only_the_oldest_acts() {
+    let e = env("e2e-two").await;
+    create_statefulset(&e.ns, "web", 3).await.unwrap();
+    create_scaler(&e.ns, "first", sts_ref("web"), None, json!({})).await;
+    wait_idle_at(&e.ns, "first", 3).await;
+    create_scaler(
+        &e.ns,
+        "second",
+        sts_ref("web"),
+        None,
+        json!({"replicas": 1}),
+    )
+    .await;
+    let conflicted = |s: &Scaler| {
+        s.status.as_ref().is_some_and(|st| {
+            hoist_api::conditions::is_true(&st.conditions, hoist_api::conditions::TARGET_CONFLICT)
+        })
+    };
+    let second = wait_scaler(&e.ns, "second", "TargetConflict=True", conflicted).await;
+    let c = hoist_api::conditions::find(
+        &second.status.unwrap().conditions,
+        hoist_api::conditions::TARGET_CONFLICT,
+    )
+    .cloned()
+    .unwrap();
+    assert!(
+        c.message.contains("only the oldest, first, acts"),
+        "{}",
+        c.message
+    );
+    // The older one says so too (on its next reconcile: nudge it with a no-op change).
+    set_desired(&e.ns, "first", 3).await.unwrap();
+    wait_scaler(&e.ns, "first", "TargetConflict=True", conflicted).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sts_spec_replicas(&e.ns, "web").await,
+        Some(3),
+        "the newer one did nothing"
+    );
+
+    // Once the older one is gone, the newer one acts.
+    e.ns.api::<Scaler>()
+        .delete("first", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    wait_idle_at(&e.ns, "second", 1).await;
+    assert_eq!(sts_spec_replicas(&e.ns, "web").await, Some(1));
+}

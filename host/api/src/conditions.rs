@@ -12,6 +12,9 @@ pub const HOOKS_READY: &str = "HooksReady";
 pub const ABLE_TO_SCALE: &str = "AbleToScale";
 /// The spec is valid (False: the message names the field).
 pub const VALID_SPEC: &str = "ValidSpec";
+/// Another Scaler targets the same workload (True: the message names them all and the one that
+/// acts, the oldest; the others start no operation until only one is left).
+pub const TARGET_CONFLICT: &str = "TargetConflict";
 
 /// The autoscaler `spec.autoscaling` names (the owned HPA or ScaledObject, or hoist's builtin
 /// autoscaler) is in place and deciding `spec.replicas` (False: the reason says why not; absent
@@ -29,12 +32,13 @@ pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
 pub const AUTOSCALING: [&str; 3] = [AUTOSCALER_ACTIVE, KEDA_AVAILABLE, METRICS_AVAILABLE];
 
 /// All condition types a Scaler carries, in the order they are written.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 9] = [
     READY,
     SCALING_ACTIVE,
     HOOKS_READY,
     ABLE_TO_SCALE,
     VALID_SPEC,
+    TARGET_CONFLICT,
     AUTOSCALER_ACTIVE,
     KEDA_AVAILABLE,
     METRICS_AVAILABLE,

@@ -52,8 +52,8 @@ mod machine;
 pub mod modes;
 
 pub use machine::{
-    Decision, Direction, Event, EventKind, FinalizerChange, Hook, HookCall, HookFailure,
-    HookOperation, HookResult, MAX_PLUGIN_TEXT, MIN_HOOK_RETRY, Observation, PLUGIN_LOADING_POLL,
-    Plan, PluginAvailability, SCALING_POLL, TARGET_UNAVAILABLE_POLL, TargetObservation,
-    TargetScale, bounded, config_hash, decide, decide_after,
+    CONFLICT_POLL, Decision, Direction, Event, EventKind, FinalizerChange, Hook, HookCall,
+    HookFailure, HookOperation, HookResult, MAX_PLUGIN_TEXT, MIN_HOOK_RETRY, Observation,
+    PLUGIN_LOADING_POLL, Plan, PluginAvailability, SCALING_POLL, TARGET_UNAVAILABLE_POLL,
+    TargetConflict, TargetObservation, TargetScale, bounded, config_hash, decide, decide_after,
 };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use hoist_api::Scaler;
-use hoist_decide::{Decision, decide, decide_after};
+use hoist_decide::{Decision, TargetConflict, decide, decide_after};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -43,6 +43,51 @@ pub struct Context {
     pub latest: Arc<LatestScalers>,
     /// When a reconcile last finished (for `/healthz`).
     pub progress: Arc<Progress>,
+    /// Every Scaler, as the controller's watch has them (set when the controller starts).
+    pub scalers: std::sync::OnceLock<Store<Scaler>>,
+}
+
+/// The other Scalers of `scaler`'s namespace that target the same workload, and which one of
+/// them all acts: the oldest (the name breaks a tie).
+fn target_conflict(scalers: Option<&Store<Scaler>>, scaler: &Scaler) -> Option<TargetConflict> {
+    let namespace = scaler.namespace();
+    let name = scaler.name_any();
+    let mut same: Vec<(Option<jiff::Timestamp>, String)> = scalers?
+        .state()
+        .iter()
+        .filter(|s| s.namespace() == namespace && s.name_any() != name)
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .filter(|s| s.spec.target_ref == scaler.spec.target_ref)
+        .map(|s| {
+            (
+                s.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                s.name_any(),
+            )
+        })
+        .collect();
+    if same.is_empty() {
+        return None;
+    }
+    let others = {
+        let mut o: Vec<String> = same.iter().map(|(_, n)| n.clone()).collect();
+        o.sort();
+        o
+    };
+    same.push((
+        scaler.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        name,
+    ));
+    // Oldest first; a missing timestamp sorts last.
+    same.sort_by(|a, b| match (a.0, b.0) {
+        (Some(x), Some(y)) => x.cmp(&y).then_with(|| a.1.cmp(&b.1)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.1.cmp(&b.1),
+    });
+    Some(TargetConflict {
+        others,
+        acting: same[0].1.clone(),
+    })
 }
 
 /// One reconcile of one Scaler, timed and counted on every exit path.
@@ -70,7 +115,8 @@ pub async fn reconcile(cached: Arc<Scaler>, ctx: Arc<Context>) -> Result<Action,
 async fn reconcile_steps(cached: Arc<Scaler>, ctx: &Context) -> Result<Action, OperatorError> {
     // Snapshot: the cached Scaler, or what hoist wrote if the watch has not delivered it yet.
     let scaler = ctx.latest.current(cached);
-    let observation = observe(&scaler, &ctx.hooks.targets, &ctx.hooks.plugins).await;
+    let mut observation = observe(&scaler, &ctx.hooks.targets, &ctx.hooks.plugins).await;
+    observation.conflict = target_conflict(ctx.scalers.get(), &scaler);
 
     // The autoscaling mode first: it may write spec.replicas (builtin), which the state machine
     // then sees in the next reconcile (the watch brings the new version).
@@ -316,6 +362,7 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
     let namespace = namespace.as_deref();
     let controller = scaler_controller(&client, namespace);
     let store = controller.store();
+    let _ = context.scalers.set(store.clone());
     let (trigger, triggers) = mpsc::unbounded_channel::<ObjectRef<Scaler>>();
 
     spawn_plugin_watch(

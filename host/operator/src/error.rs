@@ -149,6 +149,15 @@ pub enum OperatorError {
         #[source]
         source: kube::Error,
     },
+    /// An object of the name hoist would own for a Scaler exists and belongs to someone else.
+    #[error(
+        "Scaler {scaler}: a {kind} named {name} exists and is not owned by this Scaler; hoist does not take it over (delete or rename it, or point it at the Scaler and use the external mode)"
+    )]
+    OwnedByOther {
+        kind: &'static str,
+        name: String,
+        scaler: String,
+    },
     /// Finding or deleting an object hoist owned for a Scaler's previous mode failed.
     #[error("Scaler {scaler}: deleting its {kind} of a previous mode: {source}")]
     DeleteOwned {

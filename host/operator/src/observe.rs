@@ -8,7 +8,8 @@ use crate::plugins::PluginRegistry;
 use crate::target::Targets;
 
 /// Reads the target's /scale, readiness and uid, and the plugin's availability. Never fails: a
-/// target that cannot be read is an observation too (`Missing` or `Unavailable`).
+/// target that cannot be read is an observation too (`Missing` or `Unavailable`). Rival
+/// Scalers come from the controller's store ([`crate::controller`]).
 pub async fn observe(scaler: &Scaler, targets: &Targets, plugins: &PluginRegistry) -> Observation {
     let namespace = scaler.namespace().unwrap_or_default();
     let target_ref = &scaler.spec.target_ref;
@@ -32,6 +33,7 @@ pub async fn observe(scaler: &Scaler, targets: &Targets, plugins: &PluginRegistr
         scaler: scaler.clone(),
         target,
         plugin,
+        conflict: None,
         now: jiff::Timestamp::now(),
     }
 }

@@ -32,6 +32,8 @@ pub const SCALING_POLL: Duration = Duration::from_secs(5);
 pub const PLUGIN_LOADING_POLL: Duration = Duration::from_secs(10);
 /// How often to look again while the target cannot be read.
 pub const TARGET_UNAVAILABLE_POLL: Duration = Duration::from_secs(30);
+/// How often a Scaler that yields to an older one on the same workload looks again.
+pub const CONFLICT_POLL: Duration = Duration::from_secs(10);
 /// Shortest delay honoured for a hook's `retry_after`.
 pub const MIN_HOOK_RETRY: Duration = Duration::from_secs(1);
 
@@ -123,6 +125,8 @@ pub fn bounded(text: &str, max: usize) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Blocked {
     InvalidSpec,
+    /// Another, older Scaler drives the same workload.
+    Conflict(String),
     TargetUnavailable,
     Hooks(String),
     DirectionPaused(&'static str),

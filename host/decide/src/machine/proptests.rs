@@ -125,6 +125,7 @@ impl Sim {
             } else {
                 PluginAvailability::NotConfigured
             },
+            conflict: None,
             now: jiff::Timestamp::from_second(self.now).unwrap(),
         }
     }

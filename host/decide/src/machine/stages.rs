@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use super::{
-    Blocked, Direction, EventKind, Failure, FailurePolicy, Hook, HookCall, HookFailure, HookResult,
-    HooksGate, MAX_PLUGIN_TEXT, MIN_HOOK_RETRY, Machine, OnFailure, Operation, OperationTarget,
-    RETRY_ANNOTATION, SCALING_POLL, Stage, TARGET_UNAVAILABLE_POLL, TargetObservation, Time, add,
-    bounded, hook_name, remaining,
+    Blocked, CONFLICT_POLL, Direction, EventKind, Failure, FailurePolicy, Hook, HookCall,
+    HookFailure, HookResult, HooksGate, MAX_PLUGIN_TEXT, MIN_HOOK_RETRY, Machine, OnFailure,
+    Operation, OperationTarget, RETRY_ANNOTATION, SCALING_POLL, Stage, TARGET_UNAVAILABLE_POLL,
+    TargetObservation, Time, add, bounded, hook_name, remaining,
 };
 
 /// A failed operation a retry may continue: its id, its change, and whether its target was
@@ -38,6 +38,15 @@ impl Machine<'_> {
             return;
         };
         let current = target.spec_replicas;
+        if let Some(conflict) = &self.obs.conflict
+            && self.obs.scaler.metadata.name.as_deref() != Some(conflict.acting.as_str())
+        {
+            // Two Scalers on one workload would fight: the newer one does nothing, and looks
+            // again (nothing else tells it when the other one goes).
+            self.blocked = Some(Blocked::Conflict(conflict.acting.clone()));
+            self.plan.requeue_after = Some(CONFLICT_POLL);
+            return;
+        }
         let digest = match self.hooks_gate() {
             HooksGate::Use(digest) => digest,
             HooksGate::Requested => return,

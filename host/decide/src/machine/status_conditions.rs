@@ -10,6 +10,7 @@ impl Machine<'_> {
     pub(super) fn set_conditions(&mut self) {
         let updates = [
             self.valid_spec_condition(),
+            self.target_conflict_condition(),
             self.hooks_ready_condition(),
             self.able_to_scale_condition(),
             self.scaling_active_condition(),
@@ -45,6 +46,28 @@ impl Machine<'_> {
             .collect::<Vec<_>>()
             .join("; ");
         ConditionUpdate::new(conditions::VALID_SPEC, false, "InvalidSpec", message)
+    }
+
+    pub(super) fn target_conflict_condition(&self) -> ConditionUpdate {
+        match &self.obs.conflict {
+            None => ConditionUpdate::new(
+                conditions::TARGET_CONFLICT,
+                false,
+                "NoConflict",
+                format!("no other Scaler targets {}", self.spec.target_ref),
+            ),
+            Some(c) => ConditionUpdate::new(
+                conditions::TARGET_CONFLICT,
+                true,
+                "SeveralScalers",
+                format!(
+                    "Scalers {} also target {}; only the oldest, {}, acts, the others start nothing until one is left",
+                    c.others.join(", "),
+                    self.spec.target_ref,
+                    c.acting
+                ),
+            ),
+        }
     }
 
     pub(super) fn hooks_ready_condition(&self) -> ConditionUpdate {
@@ -130,6 +153,11 @@ impl Machine<'_> {
                 false,
                 "InvalidSpec",
                 "the spec is invalid; see ValidSpec".to_owned(),
+            ),
+            (Some(Blocked::Conflict(acting)), _) => (
+                false,
+                "TargetConflict",
+                format!("Scaler {acting} drives the same workload; see TargetConflict"),
             ),
             (Some(Blocked::TargetUnavailable), _) => (
                 false,

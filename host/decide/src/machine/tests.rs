@@ -125,6 +125,7 @@ fn given() -> Given {
             },
             target: target(3),
             plugin: PluginAvailability::NotConfigured,
+            conflict: None,
             now: jiff::Timestamp::from_second(NOW).unwrap(),
         },
         None,
@@ -2010,6 +2011,68 @@ fn the_finalizer_undoes_an_operation_of_a_deleted_scaler() {
                     assert_eq!(p.finalizer, Some(FinalizerChange::Remove));
                     assert!(p.release_leaving.is_some());
                 }),
+                ..Expect::default()
+            },
+        ),
+    ]);
+}
+
+#[test]
+fn two_scalers_on_one_workload_only_the_oldest_acts() {
+    let conflict = |acting: &str| {
+        Some(TargetConflict {
+            others: vec!["other".into()],
+            acting: acting.into(),
+        })
+    };
+    run(vec![
+        (
+            "the newer Scaler starts nothing and says who acts",
+            {
+                let mut g = given().idle();
+                g.0.conflict = conflict("other");
+                g
+            },
+            Expect {
+                stage: Some(Stage::Idle),
+                scale: Some(None),
+                requeue: Some(Some(CONFLICT_POLL)),
+                condition: Some((conditions::READY, false, "TargetConflict")),
+                check: Some(|p| {
+                    let st = p.status.as_ref().unwrap();
+                    let c = conditions::find(&st.conditions, conditions::TARGET_CONFLICT).unwrap();
+                    assert_eq!(
+                        (c.status.as_str(), c.reason.as_str()),
+                        ("True", "SeveralScalers")
+                    );
+                    assert!(
+                        c.message.contains("only the oldest, other, acts"),
+                        "{}",
+                        c.message
+                    );
+                }),
+                ..Expect::default()
+            },
+        ),
+        (
+            "the oldest acts, and says so too",
+            {
+                let mut g = given().idle();
+                g.0.conflict = conflict("web");
+                g
+            },
+            Expect {
+                stage: Some(Stage::Scaling),
+                scale: Some(Some(5)),
+                condition: Some((conditions::TARGET_CONFLICT, true, "SeveralScalers")),
+                ..Expect::default()
+            },
+        ),
+        (
+            "alone: no conflict",
+            given().idle(),
+            Expect {
+                condition: Some((conditions::TARGET_CONFLICT, false, "NoConflict")),
                 ..Expect::default()
             },
         ),

@@ -16,8 +16,19 @@ pub struct Observation {
     pub target: TargetObservation,
     /// The plugin named by `spec.hooks`, as the sandbox currently has it.
     pub plugin: PluginAvailability,
+    /// Other Scalers of the namespace that target the same workload, if any.
+    pub conflict: Option<TargetConflict>,
     /// The current time.
     pub now: jiff::Timestamp,
+}
+
+/// Several Scalers target one workload: only the oldest acts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetConflict {
+    /// The other Scalers' names.
+    pub others: Vec<String>,
+    /// The Scaler that acts (the oldest; the name breaks a tie): this one or one of `others`.
+    pub acting: String,
 }
 
 /// The target as observed through its /scale subresource and status.

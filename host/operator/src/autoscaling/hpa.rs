@@ -26,6 +26,7 @@ pub async fn apply(
     let name = object.name_any();
     let api: Api<HorizontalPodAutoscaler> =
         Api::namespaced(client.clone(), &scaler.namespace().unwrap_or_default());
+    super::refuse_foreign(&api, "HorizontalPodAutoscaler", &name, scaler).await?;
     api.patch(
         &name,
         &PatchParams::apply(OWNED_FIELD_MANAGER).force(),

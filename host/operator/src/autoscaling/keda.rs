@@ -188,6 +188,7 @@ pub async fn apply(
     let name = scaler.name_any();
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &scaler.namespace().unwrap_or_default(), ar);
+    super::refuse_foreign(&api, KIND, &name, scaler).await?;
     api.patch(
         &name,
         &PatchParams::apply(OWNED_FIELD_MANAGER).force(),

@@ -111,6 +111,40 @@ where
     Ok(deleted)
 }
 
+/// Refuses to take over an object hoist does not own: when an object named `name` exists in
+/// `api` and its owner references do not name `scaler` as controller (a user's own HPA or
+/// ScaledObject of the same name), applying would seize it and a later mode change would
+/// delete it. `Ok` when it is absent or already the Scaler's.
+async fn refuse_foreign<K>(
+    api: &kube::Api<K>,
+    kind: &'static str,
+    name: &str,
+    scaler: &Scaler,
+) -> Result<(), crate::error::OperatorError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let existing =
+        api.get_opt(name)
+            .await
+            .map_err(|source| crate::error::OperatorError::ApplyOwned {
+                kind,
+                scaler: who(scaler),
+                source,
+            })?;
+    let uid = scaler.uid().unwrap_or_default();
+    match existing {
+        Some(o) if !hoist_decide::modes::owned_by(o.meta().owner_references.as_deref(), &uid) => {
+            Err(crate::error::OperatorError::OwnedByOther {
+                kind,
+                name: name.to_owned(),
+                scaler: who(scaler),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `namespace/name` of a Scaler, for messages.
 pub fn who(scaler: &Scaler) -> String {
     format!(

@@ -265,6 +265,7 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
         autoscalers,
         latest,
         progress: health.progress.clone(),
+        scalers: std::sync::OnceLock::new(),
     });
     let parts = Parts {
         client,
