@@ -267,7 +267,12 @@ async fn a_user_s_hpa_of_the_same_name_is_never_taken_over() {
         "the user's HPA is unchanged"
     );
     // Switching to fixed deletes only what hoist owns: the user's HPA stays.
-    patch_spec(ns, "web", json!({"autoscaling": {"hpa": null, "fixed": {}}})).await;
+    patch_spec(
+        ns,
+        "web",
+        json!({"autoscaling": {"hpa": null, "fixed": {}}}),
+    )
+    .await;
     kit::wait_scaler(&env, "web", "fixed mode", |s| {
         kit::condition(s, AUTOSCALER_ACTIVE).is_none()
     })

@@ -25,7 +25,7 @@ use hoist_tests::operator::{
 use hoist_tests::scenario::{
     LONG, create_statefulset, is_idle_at, record, set_desired, sts_ref, wait_statefulset_ready,
 };
-use hoist_tests::trino::TrinoWorker;
+use hoist_tests::trino::{TrinoWorker, pod_ips, start_workers};
 use hoist_tests::{Cluster, TestNamespace, wait};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
@@ -70,57 +70,6 @@ async fn env(prefix: &str) -> Env {
     install_scaler_crd(&ns.client).await.unwrap();
     let op = start_operator(&ns.name).await;
     Env { ns, op }
-}
-
-/// The IPs of a StatefulSet's pods by ordinal.
-async fn pod_ips(ns: &TestNamespace, set: &str) -> BTreeMap<u32, IpAddr> {
-    let pods = ns.api::<Pod>();
-    wait::for_value(LONG, &format!("IPs of {set}'s pods"), || {
-        let pods = pods.clone();
-        let set = set.to_string();
-        async move {
-            let list = pods
-                .list(&ListParams::default().labels(&format!("app={set}")))
-                .await?;
-            let mut out = BTreeMap::new();
-            for p in &list.items {
-                let Some(ordinal) = p
-                    .name_any()
-                    .strip_prefix(&format!("{set}-"))
-                    .and_then(|o| o.parse::<u32>().ok())
-                else {
-                    continue;
-                };
-                match p.status.as_ref().and_then(|s| s.pod_ip.as_deref()) {
-                    Some(ip) => {
-                        out.insert(ordinal, ip.parse()?);
-                    }
-                    None => return Ok(None),
-                }
-            }
-            Ok((!out.is_empty()).then_some(out))
-        }
-    })
-    .await
-    .unwrap()
-}
-
-/// Fake Trino workers on the given ordinals' pod IPs, all on one port (returned).
-async fn start_workers(
-    ips: &BTreeMap<u32, IpAddr>,
-    ordinals: &[u32],
-    polls_to_drain: u32,
-) -> (u16, BTreeMap<u32, TrinoWorker>) {
-    let mut port = 0;
-    let mut workers = BTreeMap::new();
-    for o in ordinals {
-        let w = TrinoWorker::start(ips[o], port, polls_to_drain)
-            .await
-            .unwrap();
-        port = w.addr().port();
-        workers.insert(*o, w);
-    }
-    (port, workers)
 }
 
 fn trino_hooks(config_map: &str, port: u16) -> Value {
@@ -301,9 +250,11 @@ async fn trino_setup(e: &Env, name: &str, n: i32, polls_to_drain: u32) -> TrinoS
         .await
         .unwrap();
     create_statefulset(&e.ns, name, n).await.unwrap();
-    let ips = pod_ips(&e.ns, name).await;
+    let ips = pod_ips(&e.ns, name).await.unwrap();
     let ordinals: Vec<u32> = ips.keys().copied().collect();
-    let (port, workers) = start_workers(&ips, &ordinals, polls_to_drain).await;
+    let (port, workers) = start_workers(&ips, &ordinals, polls_to_drain)
+        .await
+        .unwrap();
     create_scaler(
         &e.ns,
         name,
@@ -405,10 +356,10 @@ async fn failed_hook_runs_on_failure_and_retry_completes() {
         .await
         .unwrap();
     create_statefulset(&e.ns, "trino", 3).await.unwrap();
-    let ips = pod_ips(&e.ns, "trino").await;
+    let ips = pod_ips(&e.ns, "trino").await.unwrap();
     // No worker answers at trino-1's IP: draining it fails after trino-2 (pods-removed is
     // highest ordinal first) was asked to drain.
-    let (port, mut workers) = start_workers(&ips, &[0, 2], 2).await;
+    let (port, mut workers) = start_workers(&ips, &[0, 2], 2).await.unwrap();
     create_scaler(
         &e.ns,
         "trino",

@@ -10,6 +10,7 @@
 //! skipped test.
 #![forbid(unsafe_code)]
 
+pub mod faults;
 pub mod keda;
 pub mod operator;
 pub mod prometheus;

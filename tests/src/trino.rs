@@ -7,11 +7,18 @@
 //! process stays up), as Trino does since late 2024. Requests without `X-Trino-User` get
 //! 401 like a secured coordinator would answer. Every change is recorded with its time.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::ListParams;
+
+use crate::scenario::LONG;
+use crate::{TestNamespace, wait};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -157,4 +164,55 @@ impl TrinoWorker {
             .find(|t| t.state == "DRAINED")
             .map(|t| t.at)
     }
+}
+
+/// The IPs of a StatefulSet's pods by ordinal.
+pub async fn pod_ips(ns: &TestNamespace, set: &str) -> Result<BTreeMap<u32, IpAddr>> {
+    let pods = ns.api::<Pod>();
+    wait::for_value(LONG, &format!("IPs of {set}'s pods"), || {
+        let pods = pods.clone();
+        let set = set.to_string();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels(&format!("app={set}")))
+                .await?;
+            let mut out = BTreeMap::new();
+            for p in &list.items {
+                let Some(ordinal) = p
+                    .name_any()
+                    .strip_prefix(&format!("{set}-"))
+                    .and_then(|o| o.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                match p.status.as_ref().and_then(|s| s.pod_ip.as_deref()) {
+                    Some(ip) => {
+                        out.insert(ordinal, ip.parse()?);
+                    }
+                    None => return Ok(None),
+                }
+            }
+            Ok((!out.is_empty()).then_some(out))
+        }
+    })
+    .await
+}
+
+/// Fake Trino workers on the given ordinals' pod IPs, all on one port (returned).
+pub async fn start_workers(
+    ips: &BTreeMap<u32, IpAddr>,
+    ordinals: &[u32],
+    polls_to_drain: u32,
+) -> Result<(u16, BTreeMap<u32, TrinoWorker>)> {
+    let mut port = 0;
+    let mut workers = BTreeMap::new();
+    for o in ordinals {
+        let ip = ips
+            .get(o)
+            .with_context(|| format!("no pod IP for ordinal {o}"))?;
+        let w = TrinoWorker::start(*ip, port, polls_to_drain).await?;
+        port = w.addr().port();
+        workers.insert(*o, w);
+    }
+    Ok((port, workers))
 }

@@ -3,10 +3,11 @@ What hoist does in the namespaces it watches, and nothing more; each rule names 
 needs it. Rendered into a ClusterRole, or into a Role when watchNamespace is set.
 */}}
 {{- define "hoist.rules" -}}
-# Scalers: the controller lists and watches them, re-reads one (get) before a hook call or a
-# /scale write when its watch cache may be behind, removes the hoist.dev/retry annotation
-# (patch), writes their status (server-side apply on /status), and the builtin autoscaler
-# writes the desired count through their /scale (patch).
+# Scalers: the controller lists and watches them, re-reads one (get) after a status write
+# conflicted, removes the hoist.dev/retry annotation and adds/removes its finalizer
+# hoist.dev/operation (patch; server-side apply of metadata.finalizers), writes their status
+# (server-side apply on /status), and the builtin autoscaler writes the desired count through
+# their /scale (patch).
 - apiGroups: [hoist.dev]
   resources: [scalers]
   verbs: [get, list, watch, patch]
@@ -21,8 +22,9 @@ needs it. Rendered into a ClusterRole, or into a Role when watchNamespace is set
 - apiGroups: [apps]
   resources: [statefulsets/scale, deployments/scale, replicasets/scale]
   verbs: [patch]
-# The target's pods: listed for the hook context, and the leaving ones annotated
-# (controller.kubernetes.io/pod-deletion-cost, hoist.dev/leaving).
+# The target's pods: listed for the hook context, the leaving ones annotated
+# (controller.kubernetes.io/pod-deletion-cost, hoist.dev/leaving), and those marks removed
+# again when the operation ends.
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, patch]
@@ -35,18 +37,18 @@ needs it. Rendered into a ClusterRole, or into a Role when watchNamespace is set
   resources: [events]
   verbs: [create, patch]
 {{- if .Values.rbac.hpa }}
-# autoscaling.hpa: the HorizontalPodAutoscaler hoist owns for a Scaler: server-side applied
-# (patch, and create for the first apply), watched, found by label and deleted when the mode
-# changes.
+# autoscaling.hpa: the HorizontalPodAutoscaler hoist owns for a Scaler: read first (get: one
+# of that name that hoist does not own is never taken over), server-side applied (patch, and
+# create for the first apply), watched, found by label and deleted when the mode changes.
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [list, watch, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 {{- end }}
 {{- if .Values.rbac.keda }}
 # autoscaling.keda: the KEDA ScaledObject hoist owns for a Scaler, handled like the HPA.
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
-  verbs: [list, watch, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 {{- end }}
 {{- with .Values.rbac.extraTargetRules }}
 {{ toYaml . }}

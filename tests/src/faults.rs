@@ -1,0 +1,140 @@
+//! Faults of the test control plane's own processes: stop and continue one (SIGSTOP /
+//! SIGCONT: it answers nothing meanwhile, connections stay open), or kill it and start it again
+//! with exactly the command line it had (`/proc/<pid>/cmdline`), as a crashed and restarted
+//! API server would be. The restarted process is appended to the cluster's pids file, so
+//! `tests/cluster/down` stops it like the others.
+//!
+//! These act on the cluster every test of a process shares: a test that uses them must hold
+//! [`exclusive`] and run in a test binary of its own.
+
+use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::{Cluster, wait};
+
+/// Serialises the tests of one binary that disturb the shared cluster.
+pub async fn exclusive() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// The pid the cluster's pids file lists last under `name` (`etcd`, `kube-apiserver`, ...).
+pub fn pid_of(cluster: &Cluster, name: &str) -> Result<u32> {
+    let pids = cluster.dir().join("pids");
+    let text =
+        std::fs::read_to_string(&pids).with_context(|| format!("reading {}", pids.display()))?;
+    text.lines()
+        .rev()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, n)| *n == name)
+        .find_map(|(p, _)| p.parse().ok())
+        .with_context(|| format!("{name} is not in {}", pids.display()))
+}
+
+fn signal(pid: u32, sig: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .context("running kill")?;
+    if !status.success() {
+        bail!("kill -{sig} {pid} failed: {status}");
+    }
+    Ok(())
+}
+
+/// SIGSTOP `name`: it stops answering until [`resume`].
+pub fn pause(cluster: &Cluster, name: &str) -> Result<()> {
+    signal(pid_of(cluster, name)?, "STOP")
+}
+
+/// SIGCONT `name`.
+pub fn resume(cluster: &Cluster, name: &str) -> Result<()> {
+    signal(pid_of(cluster, name)?, "CONT")
+}
+
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.chars().next()))
+        .flatten()
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+/// SIGKILL `name`, then start it again with the same command line, appending to its log.
+/// Returns once the new process runs (not once it serves; wait for that separately).
+pub async fn kill_and_restart(cluster: &Cluster, name: &str) -> Result<u32> {
+    let pid = pid_of(cluster, name)?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .with_context(|| format!("reading the command line of {name} ({pid})"))?;
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let Some((program, rest)) = args.split_first() else {
+        bail!("{name} ({pid}) has an empty command line");
+    };
+    signal(pid, "KILL")?;
+    wait::until(
+        Duration::from_secs(30),
+        &format!("{name} ({pid}) to die"),
+        || async move { Ok(!running(pid)) },
+    )
+    .await?;
+    let log = cluster.dir().join("logs").join(format!("{name}.log"));
+    // The killed process's listening port can take a moment to be free again: a start that
+    // exits at once is tried again.
+    for _ in 0..30 {
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let err = out.try_clone().context("duplicating the log handle")?;
+        let mut child = Command::new(program)
+            .args(rest)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // Its own process group, like `setsid` in tests/cluster/up: the test's end does
+            // not take it along.
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {name} again"))?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if child.try_wait().context("checking the restarted process")?.is_none() {
+            let new_pid = child.id();
+            append_pid(cluster.dir(), new_pid, name)?;
+            return Ok(new_pid);
+        }
+    }
+    bail!("{name} did not stay up after 30 starts; see {}", log.display())
+}
+
+fn append_pid(dir: &Path, pid: u32, name: &str) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("pids"))
+        .context("opening the pids file")?;
+    writeln!(f, "{pid} {name}").context("writing the pids file")
+}
+
+/// Waits until the API server answers `/readyz` through `client`.
+pub async fn wait_api_ready(client: &kube::Client) -> Result<()> {
+    wait::until(Duration::from_mins(2), "the API server to be ready", || {
+        let client = client.clone();
+        async move {
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .context("building /readyz")?;
+            Ok(client.request_text(req).await.is_ok())
+        }
+    })
+    .await
+}
