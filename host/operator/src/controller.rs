@@ -292,6 +292,7 @@ fn spawn_pruner(store: Store<Scaler>, context: Arc<Context>) {
                 .collect::<std::collections::HashSet<_>>();
             context.autoscalers.retain_scalers(&live);
             context.latest.retain(&live);
+            context.hooks.plugins.retain(&store.state());
         }
     });
 }

@@ -72,6 +72,17 @@ struct Inner {
     rejected: HashMap<String, String>,
     /// Digests being loaded now.
     loading: HashSet<String>,
+    /// What each source's ConfigMap version holds: decoded and hashed once per (uid,
+    /// resourceVersion), not on every reconcile.
+    seen: HashMap<SourceKey, SeenVersion>,
+}
+
+/// The digest (or why there is none) of one version of a plugin ConfigMap.
+#[derive(Debug)]
+struct SeenVersion {
+    uid: Option<String>,
+    resource_version: Option<String>,
+    digest: Result<String, String>,
 }
 
 /// The operator's plugins.
@@ -132,6 +143,78 @@ impl PluginRegistry {
         plugin_configmap::component_bytes(&cm, &source.key).map_err(|e| e.to_string())
     }
 
+    /// The digest the source's ConfigMap holds now, hashed only when its version changed;
+    /// with the bytes when they had to be decoded for that.
+    fn current_digest(&self, source: &SourceKey) -> (Result<String, String>, Option<Vec<u8>>) {
+        let cm = self
+            .configmaps
+            .get(&ObjectRef::new(&source.config_map).within(&source.namespace));
+        let version = cm.as_ref().map(|cm| {
+            (
+                cm.metadata.uid.clone(),
+                cm.metadata.resource_version.clone(),
+            )
+        });
+        if let Some((uid, rv)) = &version
+            && let Some(seen) = self.lock().seen.get(source)
+            && seen.uid == *uid
+            && seen.resource_version == *rv
+        {
+            return (seen.digest.clone(), None);
+        }
+        let bytes = self.read_source(source);
+        let digest = bytes.as_ref().map(|b| digest_of(b)).map_err(Clone::clone);
+        if let Some((uid, resource_version)) = version {
+            self.lock().seen.insert(
+                source.clone(),
+                SeenVersion {
+                    uid,
+                    resource_version,
+                    digest: digest.clone(),
+                },
+            );
+        }
+        (digest, bytes.ok())
+    }
+
+    /// Unloads the compiled plugins no Scaler needs any more: neither the current digest of a
+    /// source a Scaler names, nor the digest of an operation in flight. The precompiled
+    /// artifacts stay on disk (an operation can load its digest from there again).
+    pub fn retain(&self, scalers: &[std::sync::Arc<hoist_api::Scaler>]) -> usize {
+        let mut keep: HashSet<String> = HashSet::new();
+        let inner = self.lock();
+        for s in scalers {
+            let namespace = s.metadata.namespace.clone().unwrap_or_default();
+            if let Some(hooks) = &s.spec.hooks {
+                let source = SourceKey::new(&namespace, &hooks.plugin);
+                if let Some(d) = inner.last_good.get(&source) {
+                    keep.insert(d.clone());
+                }
+                if let Some(Ok(d)) = inner.seen.get(&source).map(|v| &v.digest) {
+                    keep.insert(d.clone());
+                }
+            }
+            if let Some(d) = s
+                .status
+                .as_ref()
+                .and_then(|st| st.operation.as_ref())
+                .and_then(|op| op.plugin_digest.clone())
+            {
+                keep.insert(d);
+            }
+        }
+        keep.extend(inner.loading.iter().cloned());
+        drop(inner);
+        let mut unloaded = 0;
+        for digest in self.sandbox.loaded_digests() {
+            if !keep.contains(&digest) && self.sandbox.unload(&digest) {
+                tracing::info!(%digest, "unloaded a plugin no Scaler uses");
+                unloaded += 1;
+            }
+        }
+        unloaded
+    }
+
     /// What the state machine should know about the plugin a Scaler names, starting a
     /// background load when the current bytes are not loaded yet.
     pub fn availability(&self, namespace: &str, plugin: &PluginRef) -> PluginAvailability {
@@ -145,11 +228,10 @@ impl PluginRegistry {
             }
             _ => PluginAvailability::Invalid { reason },
         };
-        let bytes = match self.read_source(&source) {
-            Ok(bytes) => bytes,
-            Err(reason) => return fallback(reason, &self.lock()),
+        let (digest, bytes) = match self.current_digest(&source) {
+            (Ok(digest), bytes) => (digest, bytes),
+            (Err(reason), _) => return fallback(reason, &self.lock()),
         };
-        let digest = digest_of(&bytes);
         if let Some(pin) = pin
             && pin != digest
         {
@@ -167,8 +249,23 @@ impl PluginRegistry {
             let reason = format!("{source}: plugin {digest} was rejected: {reason}");
             return fallback(reason, &inner);
         }
-        if inner.loading.insert(digest.clone()) {
-            self.spawn_load(source.clone(), digest.clone(), bytes);
+        if !inner.loading.contains(&digest) {
+            // The bytes: decoded above on a new version, or read again now (rare: the version
+            // was seen before but its digest is not loaded, e.g. after it was unloaded).
+            let bytes = match bytes {
+                Some(b) => Ok(b),
+                None => self.read_source(&source),
+            };
+            match bytes {
+                Ok(bytes) if digest_of(&bytes) == digest => {
+                    inner.loading.insert(digest.clone());
+                    self.spawn_load(source.clone(), digest.clone(), bytes);
+                }
+                Ok(_) | Err(_) => {
+                    // Changed under us: the next reconcile sees the new version.
+                    inner.seen.remove(&source);
+                }
+            }
         }
         // While the new version loads, the last good one (if any) serves new operations.
         match inner.last_good.get(&source) {
