@@ -108,13 +108,20 @@ pub async fn kill_and_restart(cluster: &Cluster, name: &str) -> Result<u32> {
             .spawn()
             .with_context(|| format!("starting {name} again"))?;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        if child.try_wait().context("checking the restarted process")?.is_none() {
+        if child
+            .try_wait()
+            .context("checking the restarted process")?
+            .is_none()
+        {
             let new_pid = child.id();
             append_pid(cluster.dir(), new_pid, name)?;
             return Ok(new_pid);
         }
     }
-    bail!("{name} did not stay up after 30 starts; see {}", log.display())
+    bail!(
+        "{name} did not stay up after 30 starts; see {}",
+        log.display()
+    )
 }
 
 fn append_pid(dir: &Path, pid: u32, name: &str) -> Result<()> {

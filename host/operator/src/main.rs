@@ -6,28 +6,10 @@
 //! - `hoist simulate`: replay a metric trace through a builtin autoscaling algorithm.
 #![forbid(unsafe_code)]
 
-mod act;
-mod autoscaling;
-mod cli;
-mod controller;
-mod error;
-mod events;
-mod fault;
-mod fence;
-mod hook_call;
-mod http_server;
-mod latest;
-mod leader;
-mod metric_source;
-mod metrics;
-mod observe;
-mod plugin_configmap;
-mod plugins;
-mod target;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use hoist_operator::cli;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -54,7 +54,7 @@ pub struct Step {
 }
 
 impl Builtin {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let metrics = MetricsClient::new(MetricsClient::DEFAULT_TIMEOUT)
             .map_err(|e| tracing::error!(error = %e, "the builtin autoscaler cannot read metrics"))
             .ok();

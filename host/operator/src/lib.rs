@@ -1,0 +1,33 @@
+//! The hoist operator as a library: the reconcile (snapshot → autoscaling mode → decide →
+//! hook → decide → act) and everything it is built from, so the glue is testable below the
+//! end-to-end level. The `hoist` binary (`main.rs`) only parses its command line and calls
+//! [`cli`].
+//!
+//! - [`controller`]: the Scaler controller and one reconcile, step by step.
+//! - [`observe`]: read the target and the plugin for one Scaler.
+//! - [`hook_call`]: build a hook's context from the cluster and call it in the sandbox.
+//! - [`act`]: the only writer for a Scaler, in the protocol's order, fenced by [`fence`].
+//! - [`latest`]: hoist's own writes the watch has not delivered yet; conflict backoff.
+//! - [`autoscaling`], [`metric_source`]: the autoscaling modes and their metric sources.
+//! - [`plugins`], [`plugin_configmap`]: plugin sources → verified plugins, hot swap.
+//! - [`target`]: any workload with `/scale`, its pods and their marks.
+#![forbid(unsafe_code)]
+
+pub mod act;
+pub mod autoscaling;
+pub mod cli;
+pub mod controller;
+pub mod error;
+pub mod events;
+pub mod fault;
+pub mod fence;
+pub mod hook_call;
+pub mod http_server;
+pub mod latest;
+pub mod leader;
+pub mod metric_source;
+pub mod metrics;
+pub mod observe;
+pub mod plugin_configmap;
+pub mod plugins;
+pub mod target;
