@@ -155,31 +155,47 @@ async fn api_server_killed_and_restarted_during_scaling() {
     );
 }
 
-/// A 3 → 1 scale-down through trino-drain while `process` is stopped for a while during
-/// PreScaling: the leaving workers, and only they, drain before the StatefulSet shrinks.
-async fn pause_during_prescaling(prefix: &str, process: &str) {
-    let _only = faults::exclusive().await;
-    let cluster = Cluster::shared();
-    let (ns, op) = start(prefix).await;
-    apply_plugin_configmap(&ns, "trino-drain", &plugin_path("trino-drain").unwrap())
+/// A StatefulSet `trino` of 3 with a fake Trino worker on each pod (draining after
+/// `polls_to_drain` polls) and a trino-drain Scaler over it, Idle at 3; and a recording of the
+/// StatefulSet's `spec.replicas` from then on.
+async fn trino_of_3(
+    ns: &TestNamespace,
+    polls_to_drain: u32,
+) -> (
+    std::collections::BTreeMap<u32, hoist_tests::trino::TrinoWorker>,
+    hoist_tests::scenario::Recording<Option<i32>>,
+) {
+    apply_plugin_configmap(ns, "trino-drain", &plugin_path("trino-drain").unwrap())
         .await
         .unwrap();
-    create_statefulset(&ns, "trino", 3).await.unwrap();
-    let ips = pod_ips(&ns, "trino").await.unwrap();
-    let (port, workers) = start_workers(&ips, &[0, 1, 2], 4).await.unwrap();
+    create_statefulset(ns, "trino", 3).await.unwrap();
+    let ips = pod_ips(ns, "trino").await.unwrap();
+    let (port, workers) = start_workers(&ips, &[0, 1, 2], polls_to_drain)
+        .await
+        .unwrap();
     scaler(
-        &ns,
+        ns,
         "trino",
         sts_ref("trino"),
         json!({"plugin": {"configMap": "trino-drain"}, "config": {"port": port, "pollIntervalMs": 300}}),
         json!({}),
     )
     .await;
-    wait_for(&ns, "trino", "Idle at 3", |s| is_idle_at(s, 3)).await;
+    wait_for(ns, "trino", "Idle at 3", |s| is_idle_at(s, 3)).await;
     let spec = record(ns.api::<StatefulSet>(), "trino", |s: &StatefulSet| {
         s.spec.as_ref().and_then(|s| s.replicas)
     })
     .await;
+    (workers, spec)
+}
+
+/// A 3 → 1 scale-down through trino-drain while `process` is stopped for a while during
+/// PreScaling: the leaving workers, and only they, drain before the StatefulSet shrinks.
+async fn pause_during_prescaling(prefix: &str, process: &str) {
+    let _only = faults::exclusive().await;
+    let cluster = Cluster::shared();
+    let (ns, op) = start(prefix).await;
+    let (workers, spec) = trino_of_3(&ns, 4).await;
 
     set_desired(&ns, "trino", 1).await.unwrap();
     wait_for(&ns, "trino", "pre-scale in progress", in_progress).await;
@@ -224,4 +240,28 @@ async fn api_server_stopped_during_prescaling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_stopped_during_prescaling() {
     pause_during_prescaling("fault-etcd-stop", "etcd").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_stopped_during_scaling() {
+    let _only = faults::exclusive().await;
+    let cluster = Cluster::shared();
+    let (ns, op) = start("fault-api-stop-scaling").await;
+    let (workers, spec) = trino_of_3(&ns, 2).await;
+    set_desired(&ns, "trino", 1).await.unwrap();
+    wait_for(&ns, "trino", "Scaling or later", |s| {
+        matches!(stage(s), Some(Stage::Scaling | Stage::PostScaling)) || is_idle_at(s, 1)
+    })
+    .await;
+    faults::pause(cluster, "kube-apiserver").unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    faults::resume(cluster, "kube-apiserver").unwrap();
+    faults::wait_api_ready(&ns.client).await.unwrap();
+    wait_for(&ns, "trino", "Idle at 1", |s| is_idle_at(s, 1)).await;
+    assert_eq!(spec.values(), vec![Some(3), Some(1)], "log:\n{}", op.log());
+    for o in [1, 2] {
+        assert!(workers[&o].drained_at().is_some(), "worker {o} drained");
+    }
+    let n = conflicts(&op).await;
+    assert!(n <= 5.0, "{n} status conflicts; log:\n{}", op.log());
 }

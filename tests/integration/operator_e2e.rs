@@ -600,9 +600,9 @@ async fn set_widget_status(api: &Api<DynamicObject>, name: &str, replicas: i64) 
     .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_in_scaling_a_new_operator_resumes_the_same_operation() {
-    let mut e = env("e2e-kill-scaling").await;
+/// A Widget `w` (no controller: the test sets its status) at 2 replicas, and a Scaler `w`
+/// over it with `hooks` and `extra` spec fields, Idle at 2.
+async fn widget_at_2(e: &Env, hooks: Option<Value>, extra: Value) -> Api<DynamicObject> {
     install_widget_crd(&e.ns.client).await.unwrap();
     let ar = widget_resource();
     let widgets: Api<DynamicObject> = Api::namespaced_with(e.ns.client.clone(), &e.ns.name, &ar);
@@ -614,11 +614,18 @@ async fn killed_in_scaling_a_new_operator_resumes_the_same_operation() {
         &e.ns,
         "w",
         json!({"apiVersion": "fixtures.hoist.dev/v1", "kind": "Widget", "name": "w"}),
-        None,
-        json!({}),
+        hooks,
+        extra,
     )
     .await;
     wait_idle_at(&e.ns, "w", 2).await;
+    widgets
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_in_scaling_a_new_operator_resumes_the_same_operation() {
+    let mut e = env("e2e-kill-scaling").await;
+    let widgets = widget_at_2(&e, None, json!({})).await;
     let ids = record(e.ns.api::<Scaler>(), "w", op_id).await;
 
     // The widget's "controller" (this test) has not caught up: Scaling waits.
@@ -854,9 +861,13 @@ async fn with_leader_election_only_one_operator_acts() {
 // Deployment: the pods the hook prepared are the ones removed
 // ---------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deployment_scale_down_removes_the_pods_the_hook_drained() {
-    let e = env("e2e-deploy").await;
+/// A Deployment `trino` of 4 pods, a fake Trino worker on each pod's IP (by pod name), and a
+/// trino-drain Scaler over it with `extra` spec fields. Returns the pod API and the workers.
+async fn deployment_with_workers(
+    e: &Env,
+    polls_to_drain: u32,
+    extra: Value,
+) -> (Api<Pod>, BTreeMap<String, TrinoWorker>) {
     apply_plugin_configmap(&e.ns, "trino-drain", &plugin_path("trino-drain").unwrap())
         .await
         .unwrap();
@@ -903,7 +914,7 @@ async fn deployment_scale_down_removes_the_pods_the_hook_drained() {
     let mut port = 0;
     let mut workers = BTreeMap::new();
     for (name, ip) in &by_name {
-        let w = TrinoWorker::start(*ip, port, 2).await.unwrap();
+        let w = TrinoWorker::start(*ip, port, polls_to_drain).await.unwrap();
         port = w.addr().port();
         workers.insert(name.clone(), w);
     }
@@ -912,9 +923,16 @@ async fn deployment_scale_down_removes_the_pods_the_hook_drained() {
         "trino",
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "trino"}),
         Some(trino_hooks("trino-drain", port)),
-        json!({}),
+        extra,
     )
     .await;
+    (pods, workers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_scale_down_removes_the_pods_the_hook_drained() {
+    let e = env("e2e-deploy").await;
+    let (pods, workers) = deployment_with_workers(&e, 2, json!({})).await;
     wait_idle_at(&e.ns, "trino", 4).await;
     set_desired(&e.ns, "trino", 2).await.unwrap();
     wait_idle_at(&e.ns, "trino", 2).await;
@@ -1202,25 +1220,15 @@ async fn a_plugin_s_huge_text_is_cut_before_it_reaches_the_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_a_scaling_timeout_resumes_and_runs_post_scale() {
     let e = env("e2e-resume").await;
-    install_widget_crd(&e.ns.client).await.unwrap();
     apply_plugin_configmap(&e.ns, "noop", &plugin_path("fixture-noop").unwrap())
         .await
         .unwrap();
-    let ar = widget_resource();
-    let widgets: Api<DynamicObject> = Api::namespaced_with(e.ns.client.clone(), &e.ns.name, &ar);
-    let mut w = DynamicObject::new("w", &ar);
-    w.data = json!({"spec": {"replicas": 2}});
-    widgets.create(&PostParams::default(), &w).await.unwrap();
-    set_widget_status(&widgets, "w", 2).await;
-    create_scaler(
-        &e.ns,
-        "w",
-        json!({"apiVersion": "fixtures.hoist.dev/v1", "kind": "Widget", "name": "w"}),
+    let widgets = widget_at_2(
+        &e,
         Some(json!({"plugin": {"configMap": "noop"}})),
         json!({"stageTimeouts": {"scaling": "3s"}}),
     )
     .await;
-    wait_idle_at(&e.ns, "w", 2).await;
 
     // The widget never catches up: Scaling times out after its target was written.
     set_desired(&e.ns, "w", 3).await.unwrap();
@@ -1308,4 +1316,109 @@ async fn two_scalers_on_one_workload_only_the_oldest_acts() {
         .unwrap();
     wait_idle_at(&e.ns, "second", 1).await;
     assert_eq!(sts_spec_replicas(&e.ns, "web").await, Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_deployment_scale_down_leaves_no_pod_marked() {
+    let e = env("e2e-marks").await;
+    // The drain never finishes, and PreScaling has 4 s: the operation fails after pre-scale
+    // marked the two pods it chose.
+    let (pods, workers) =
+        deployment_with_workers(&e, 100_000, json!({"stageTimeouts": {"preScaling": "4s"}})).await;
+    wait_idle_at(&e.ns, "trino", 4).await;
+    set_desired(&e.ns, "trino", 2).await.unwrap();
+    let marked = |p: &Pod| p.annotations().contains_key(hoist_api::LEAVING_ANNOTATION);
+    let chosen: Vec<String> = wait::for_value(LONG, "two pods marked as leaving", || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels("app=trino"))
+                .await?;
+            let chosen: Vec<String> = list
+                .items
+                .iter()
+                .filter(|p| marked(p))
+                .map(ResourceExt::name_any)
+                .collect();
+            Ok((chosen.len() == 2).then_some(chosen))
+        }
+    })
+    .await
+    .unwrap();
+    let failed = wait_scaler(&e.ns, "trino", "Failed, on-failure settled", |s| {
+        stage(s) == Some(Stage::Failed) && on_failure_settled(s)
+    })
+    .await;
+    assert_eq!(failure_reason(&failed).as_deref(), Some("StageTimeout"));
+    let list = pods
+        .list(&ListParams::default().labels("app=trino"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 4, "nothing was removed");
+    for p in &list.items {
+        let a = p.annotations();
+        assert!(
+            !a.contains_key(hoist_api::LEAVING_ANNOTATION)
+                && !a.contains_key(hoist_api::POD_DELETION_COST),
+            "{} still marked after the operation ended: {a:?}; log:\n{}",
+            p.name_any(),
+            e.op.log()
+        );
+    }
+    for name in &chosen {
+        assert_eq!(
+            drained_then(&workers[name]),
+            vec!["DRAINING", "ACTIVE"],
+            "{name}"
+        );
+    }
+    let deployments = e.ns.api::<Deployment>();
+    assert_eq!(
+        deployments
+            .get("trino")
+            .await
+            .unwrap()
+            .spec
+            .and_then(|s| s.replicas),
+        Some(4)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_and_a_restart_mid_operation_keep_its_plugin_from_the_cache() {
+    let mut e = env("e2e-swap-restart").await;
+    let t = trino_setup(&e, "trino", 3, 12).await;
+    let old = plugin_digest_hex(&e.ns, "trino-drain").await;
+    set_desired(&e.ns, "trino", 1).await.unwrap();
+    let s = wait_scaler(&e.ns, "trino", "pre-scale in progress", hook_in_progress).await;
+    let id = op_id(&s).unwrap();
+    // Swap the ConfigMap to another build, and restart the operator: the new process has
+    // only the new bytes, and the old digest in its precompile cache.
+    apply_plugin_configmap(&e.ns, "trino-drain", &plugin_path("fixture-noop").unwrap())
+        .await
+        .unwrap();
+    e.op.kill_hard().unwrap();
+    let op2 = start_operator(&e.ns.name).await;
+    let done = wait_idle_at(&e.ns, "trino", 1).await;
+    assert!(
+        !event_reasons(&e.ns, "trino")
+            .await
+            .iter()
+            .any(|r| r == "OperationFailed"),
+        "no PluginNotLoaded failure; log:\n{}",
+        op2.log()
+    );
+    for o in [1, 2] {
+        assert!(
+            t.workers[&o].drained_at().is_some(),
+            "worker {o} drained by the old plugin (operation {id}, digest {old})"
+        );
+    }
+    assert!(
+        op2.log()
+            .contains("loaded the operation's plugin from the precompile cache"),
+        "{}",
+        op2.log()
+    );
+    assert!(done.status.unwrap().operation.is_none());
 }

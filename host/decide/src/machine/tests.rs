@@ -1526,6 +1526,29 @@ fn deleted(mut g: Given) -> Given {
     g
 }
 
+/// A Scaler deleted during a scale-down 3 → 1 with a plugin: Failed (`ScalerDeleted`), its
+/// on-failure still due, the finalizer held.
+fn deleted_with_on_failure_due() -> Given {
+    deleted(with_finalizer(
+        down_in_stage(
+            given().with_hooks(FailurePolicy::FailClose),
+            Stage::PreScaling,
+            30,
+        )
+        .status(|s| {
+            s.stage = Stage::Failed;
+            s.failure = Some(Failure {
+                stage: Stage::PreScaling,
+                reason: "ScalerDeleted".into(),
+                message: "deleted".into(),
+                at: at(NOW),
+                on_failure: OnFailure::Pending,
+                on_failure_message: None,
+            });
+        }),
+    ))
+}
+
 #[test]
 fn intent_before_effect_and_one_workload() {
     run(vec![
@@ -1928,24 +1951,7 @@ fn the_finalizer_undoes_an_operation_of_a_deleted_scaler() {
         ),
         (
             "deleted and Failed with on-failure due: ask for on-failure",
-            deleted(with_finalizer(
-                down_in_stage(
-                    given().with_hooks(FailurePolicy::FailClose),
-                    Stage::PreScaling,
-                    30,
-                )
-                .status(|s| {
-                    s.stage = Stage::Failed;
-                    s.failure = Some(Failure {
-                        stage: Stage::PreScaling,
-                        reason: "ScalerDeleted".into(),
-                        message: "deleted".into(),
-                        at: at(NOW),
-                        on_failure: OnFailure::Pending,
-                        on_failure_message: None,
-                    });
-                }),
-            )),
+            deleted_with_on_failure_due(),
             Expect {
                 hook: Some(Some(Hook::OnFailure)),
                 check: Some(|p| {
@@ -1957,25 +1963,7 @@ fn the_finalizer_undoes_an_operation_of_a_deleted_scaler() {
         ),
         (
             "on-failure answered: the marks are released and the finalizer removed",
-            deleted(with_finalizer(
-                down_in_stage(
-                    given().with_hooks(FailurePolicy::FailClose),
-                    Stage::PreScaling,
-                    30,
-                )
-                .status(|s| {
-                    s.stage = Stage::Failed;
-                    s.failure = Some(Failure {
-                        stage: Stage::PreScaling,
-                        reason: "ScalerDeleted".into(),
-                        message: "deleted".into(),
-                        at: at(NOW),
-                        on_failure: OnFailure::Pending,
-                        on_failure_message: None,
-                    });
-                }),
-            ))
-            .result(done()),
+            deleted_with_on_failure_due().result(done()),
             Expect {
                 events: Some(&["OnFailureDone"]),
                 check: Some(|p| {
