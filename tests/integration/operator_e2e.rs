@@ -1422,3 +1422,91 @@ async fn a_swap_and_a_restart_mid_operation_keep_its_plugin_from_the_cache() {
     );
     assert!(done.status.unwrap().operation.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_its_lease_mid_operation_stops_and_the_next_one_finishes() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("e2e-fenced").await.unwrap();
+    install_scaler_crd(&ns.client).await.unwrap();
+    let name = ns.name.clone();
+    let opts = |id: &str| OperatorOptions {
+        leader_elect: true,
+        lease_name: Some("hoist-fenced".into()),
+        lease_namespace: Some(name.clone()),
+        identity: Some(id.into()),
+        ..scoped_options(&name)
+    };
+    let mut a = Operator::start(cluster, &opts("a")).await.unwrap();
+    wait::until(LONG, "a leads", || async { Ok(is_leader(&a).await) })
+        .await
+        .unwrap();
+    let e = Env {
+        ns,
+        op: Operator::start(cluster, &opts("b")).await.unwrap(),
+    };
+    // The drain takes about 15 pre-scale calls: the operation is in flight when a loses.
+    let t = trino_setup(&e, "trino", 3, 15).await;
+    let spec = record(e.ns.api::<StatefulSet>(), "trino", |s: &StatefulSet| {
+        s.spec.as_ref().and_then(|s| s.replicas)
+    })
+    .await;
+    set_desired(&e.ns, "trino", 1).await.unwrap();
+    let s = wait_scaler(&e.ns, "trino", "pre-scale in progress", hook_in_progress).await;
+    let id = op_id(&s).unwrap();
+
+    // Someone else takes the Lease (as a replica whose clock or network misled it would).
+    let leases = e.ns.api::<Lease>();
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    leases
+        .patch(
+            "hoist-fenced",
+            &PatchParams::apply("intruder").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": "hoist-fenced"},
+                "spec": {"holderIdentity": "intruder", "renewTime": now,
+                         "acquireTime": now, "leaseDurationSeconds": 15}
+            })),
+        )
+        .await
+        .unwrap();
+    wait::until(LONG, "a to notice and stop", || {
+        let running = a.running();
+        async move { Ok(!running) }
+    })
+    .await
+    .unwrap();
+    let a_log = a.log();
+    let lost_at = a_log
+        .find("lost the leader lease")
+        .unwrap_or_else(|| panic!("a says it lost the lease:\n{a_log}"));
+    assert!(
+        !a_log[lost_at..].contains("wrote target replicas"),
+        "a wrote after losing the lease:\n{a_log}"
+    );
+
+    // The intruder never renews: b takes over once the Lease expires, and finishes the same
+    // operation.
+    wait::until(LONG, "b leads", || async { Ok(is_leader(&e.op).await) })
+        .await
+        .unwrap();
+    let done = wait_idle_at(&e.ns, "trino", 1).await;
+    assert!(done.status.is_some());
+    assert_eq!(
+        spec.values(),
+        vec![Some(3), Some(1)],
+        "one write, by one replica"
+    );
+    for o in [1, 2] {
+        assert!(t.workers[&o].drained_at().is_some(), "worker {o} drained");
+    }
+    assert_eq!(states(&t.workers[&0]), vec!["ACTIVE"]);
+    let b_log = e.op.log();
+    assert!(
+        b_log.contains("wrote target replicas"),
+        "b finished {id}:\n{b_log}"
+    );
+}

@@ -45,6 +45,14 @@ impl Leadership {
         let _ = self.is_leader.wait_for(|leader| !*leader).await;
     }
 
+    /// After the lease was lost: stop competing at once. (Releasing would wait for the lease
+    /// task, which keeps trying to acquire the lease again, and once the other holder lets it
+    /// expire, takes it back: a process that stopped acting would then hold it, and no
+    /// standby could lead.)
+    pub fn abandon(self) {
+        self.task.abort();
+    }
+
     /// Gives the lease up so a standby takes over at once.
     pub async fn release(self) {
         drop(self.is_leader);

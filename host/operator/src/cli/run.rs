@@ -308,7 +308,11 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
     }
     metrics.leader.set(0);
     if let Some(l) = leadership {
-        l.release().await;
+        if lost_leadership {
+            l.abandon();
+        } else {
+            l.release().await;
+        }
     }
     server.abort();
     if lost_leadership {
