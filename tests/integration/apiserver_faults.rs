@@ -32,6 +32,8 @@ use serde_json::{Value, json};
 
 async fn start(prefix: &str) -> (TestNamespace, Operator) {
     let cluster = Cluster::shared();
+    // The test before may have just brought the control plane back.
+    faults::wait_recovered(cluster).await.unwrap();
     let ns = cluster.namespace(prefix).await.unwrap();
     install_scaler_crd(&ns.client).await.unwrap();
     let op = Operator::start(

@@ -132,7 +132,9 @@ fn append_pid(dir: &Path, pid: u32, name: &str) -> Result<()> {
     writeln!(f, "{pid} {name}").context("writing the pids file")
 }
 
-/// Waits until the API server answers `/readyz` through `client`.
+/// Waits until the API server answers `/readyz` through `client` and admits writes again (a
+/// dry-run namespace create passes admission: right after a restart, the `NamespaceLifecycle`
+/// refuses requests until its informer has synced, although `/readyz` already says ok).
 pub async fn wait_api_ready(client: &kube::Client) -> Result<()> {
     wait::until(Duration::from_mins(2), "the API server to be ready", || {
         let client = client.clone();
@@ -140,8 +142,65 @@ pub async fn wait_api_ready(client: &kube::Client) -> Result<()> {
             let req = http::Request::get("/readyz")
                 .body(Vec::new())
                 .context("building /readyz")?;
-            Ok(client.request_text(req).await.is_ok())
+            if client.request_text(req).await.is_err() {
+                return Ok(false);
+            }
+            let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+                kube::Api::all(client);
+            let probe = k8s_openapi::api::core::v1::Namespace {
+                metadata: kube::api::ObjectMeta {
+                    generate_name: Some("fault-probe-".into()),
+                    ..kube::api::ObjectMeta::default()
+                },
+                ..k8s_openapi::api::core::v1::Namespace::default()
+            };
+            let dry_run = kube::api::PostParams {
+                dry_run: true,
+                ..kube::api::PostParams::default()
+            };
+            Ok(namespaces.create(&dry_run, &probe).await.is_ok())
         }
     })
     .await
+}
+
+/// Waits until the control plane works again after a fault: the API server admits writes
+/// ([`wait_api_ready`]) and the controller-manager's controllers have reconnected (a new
+/// namespace gets its default ServiceAccount; after a restart of the API server this can
+/// take well over a minute while their watches back off).
+pub async fn wait_recovered(cluster: &Cluster) -> Result<()> {
+    let client = cluster.client().await?;
+    wait_api_ready(&client).await?;
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    let probe = k8s_openapi::api::core::v1::Namespace {
+        metadata: kube::api::ObjectMeta {
+            generate_name: Some("fault-recovered-".into()),
+            ..kube::api::ObjectMeta::default()
+        },
+        ..k8s_openapi::api::core::v1::Namespace::default()
+    };
+    let created = namespaces
+        .create(&kube::api::PostParams::default(), &probe)
+        .await
+        .context("creating a probe namespace")?;
+    let name = created
+        .metadata
+        .name
+        .context("the probe namespace has no name")?;
+    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        kube::Api::namespaced(client, &name);
+    wait::until(
+        Duration::from_mins(4),
+        "the controllers to be back (a new namespace's default ServiceAccount)",
+        || {
+            let accounts = accounts.clone();
+            async move { Ok(accounts.get_opt("default").await?.is_some()) }
+        },
+    )
+    .await?;
+    let _ = namespaces
+        .delete(&name, &kube::api::DeleteParams::default())
+        .await;
+    Ok(())
 }
