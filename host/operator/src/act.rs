@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use hoist_api::{FIELD_MANAGER, FINALIZER, FINALIZER_MANAGER, RETRY_ANNOTATION, Scaler, Stage};
-use hoist_decide::{EventKind, FinalizerChange, Plan};
+use hoist_decide::{EventKind, FinalizerChange, Plan, bounded};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
@@ -31,6 +31,9 @@ use crate::fence::Fence;
 use crate::latest::LatestScalers;
 use crate::metrics::{Metrics, StageLabels, TransitionLabels};
 use crate::target::Targets;
+
+/// Longest note of an Event hoist publishes (the API server allows 1 KiB).
+const EVENT_NOTE_MAX: usize = 1000;
 
 /// What act needs.
 #[derive(Clone)]
@@ -237,7 +240,7 @@ impl Actor {
                 let ev = Event {
                     type_: EventType::Warning,
                     reason: "ReleaseMarksFailed".into(),
-                    note: Some(truncate(&e.to_string(), 1000)),
+                    note: Some(bounded(&e.to_string(), EVENT_NOTE_MAX)),
                     action: "Scale".into(),
                     secondary: None,
                 };
@@ -259,7 +262,7 @@ impl Actor {
                     EventKind::Warning => EventType::Warning,
                 },
                 reason: event.reason.clone(),
-                note: Some(truncate(&event.message, 1000)),
+                note: Some(bounded(&event.message, EVENT_NOTE_MAX)),
                 action: "Scale".into(),
                 secondary: None,
             };
@@ -268,8 +271,4 @@ impl Actor {
             }
         }
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    hoist_decide::bounded(s, max)
 }
