@@ -34,6 +34,8 @@ pub const PLUGIN_LOADING_POLL: Duration = Duration::from_secs(10);
 pub const TARGET_UNAVAILABLE_POLL: Duration = Duration::from_secs(30);
 /// How often a Scaler that yields to an older one on the same workload looks again.
 pub const CONFLICT_POLL: Duration = Duration::from_secs(10);
+/// Least time a hook call gets: with less of its stage left, the stage times out instead.
+pub const MIN_HOOK_CALL: Duration = Duration::from_secs(1);
 /// Shortest delay honoured for a hook's `retry_after`.
 pub const MIN_HOOK_RETRY: Duration = Duration::from_secs(1);
 

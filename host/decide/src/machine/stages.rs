@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use super::{
     Blocked, CONFLICT_POLL, Direction, EventKind, Failure, FailurePolicy, Hook, HookCall,
-    HookFailure, HookResult, HooksGate, MAX_PLUGIN_TEXT, MIN_HOOK_RETRY, Machine, OnFailure,
-    Operation, OperationTarget, RETRY_ANNOTATION, SCALING_POLL, Stage, TARGET_UNAVAILABLE_POLL,
-    TargetObservation, Time, add, bounded, hook_name, remaining,
+    HookFailure, HookResult, HooksGate, MAX_PLUGIN_TEXT, MIN_HOOK_CALL, MIN_HOOK_RETRY, Machine,
+    OnFailure, Operation, OperationTarget, RETRY_ANNOTATION, SCALING_POLL, Stage,
+    TARGET_UNAVAILABLE_POLL, TargetObservation, Time, add, bounded, hook_name, remaining,
 };
 
 /// A failed operation a retry may continue: its id, its change, and whether its target was
@@ -202,7 +202,9 @@ impl Machine<'_> {
         timeout: Duration,
     ) {
         let stage = self.st.stage;
-        if self.now >= deadline {
+        // A call needs at least MIN_HOOK_CALL of the stage left: a shorter one could only
+        // fail on its own deadline, reported as the hook's failure instead of the stage's.
+        if remaining(self.now, deadline) < MIN_HOOK_CALL {
             let message = format!(
                 "{} did not finish within the {} deadline of {stage}",
                 hook_name(hook),

@@ -1746,6 +1746,26 @@ fn in_progress_hooks_are_called_when_due_and_counted() {
             },
         ),
         (
+            "less than a second of the stage left: StageTimeout, not a call that cannot finish",
+            given()
+                .with_hooks(FailurePolicy::FailClose)
+                .in_stage(Stage::PreScaling, 0)
+                .status(|s| {
+                    // Started 599.75 s ago: 250 ms of the 10 m stage left.
+                    s.operation.as_mut().unwrap().stage_started_at =
+                        MicroTime(jiff::Timestamp::from_millisecond(NOW * 1000 - 599_750).unwrap());
+                }),
+            Expect {
+                stage: Some(Stage::Failed),
+                hook: Some(None),
+                check: Some(|p| {
+                    let f = p.status.as_ref().unwrap().failure.as_ref().unwrap();
+                    assert_eq!(f.reason, "StageTimeout");
+                }),
+                ..Expect::default()
+            },
+        ),
+        (
             "a due time past the stage deadline still fails at the deadline",
             given()
                 .with_hooks(FailurePolicy::FailClose)
