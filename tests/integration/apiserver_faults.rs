@@ -201,9 +201,9 @@ async fn pause_during_prescaling(prefix: &str, process: &str) {
 
     set_desired(&ns, "trino", 1).await.unwrap();
     wait_for(&ns, "trino", "pre-scale in progress", in_progress).await;
-    faults::pause(cluster, process).unwrap();
+    let paused = faults::pause(cluster, process).unwrap();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    faults::resume(cluster, process).unwrap();
+    paused.resume().unwrap();
     faults::wait_api_ready(&ns.client).await.unwrap();
 
     wait_for(&ns, "trino", "Idle at 1", |s| is_idle_at(s, 1)).await;
@@ -255,9 +255,9 @@ async fn api_server_stopped_during_scaling() {
         matches!(stage(s), Some(Stage::Scaling | Stage::PostScaling)) || is_idle_at(s, 1)
     })
     .await;
-    faults::pause(cluster, "kube-apiserver").unwrap();
+    let paused = faults::pause(cluster, "kube-apiserver").unwrap();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    faults::resume(cluster, "kube-apiserver").unwrap();
+    paused.resume().unwrap();
     faults::wait_api_ready(&ns.client).await.unwrap();
     wait_for(&ns, "trino", "Idle at 1", |s| is_idle_at(s, 1)).await;
     assert_eq!(spec.values(), vec![Some(3), Some(1)], "log:\n{}", op.log());

@@ -48,14 +48,36 @@ fn signal(pid: u32, sig: &str) -> Result<()> {
     Ok(())
 }
 
-/// SIGSTOP `name`: it stops answering until [`resume`].
-pub fn pause(cluster: &Cluster, name: &str) -> Result<()> {
-    signal(pid_of(cluster, name)?, "STOP")
+/// A stopped control-plane process; continued by [`Paused::resume`], or when dropped (a test
+/// that fails while it is stopped must not leave the shared cluster frozen).
+#[derive(Debug)]
+pub struct Paused {
+    pid: Option<u32>,
 }
 
-/// SIGCONT `name`.
-pub fn resume(cluster: &Cluster, name: &str) -> Result<()> {
-    signal(pid_of(cluster, name)?, "CONT")
+impl Paused {
+    /// SIGCONT.
+    pub fn resume(mut self) -> Result<()> {
+        match self.pid.take() {
+            Some(pid) => signal(pid, "CONT"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = signal(pid, "CONT");
+        }
+    }
+}
+
+/// SIGSTOP `name`: it stops answering until the returned guard resumes it.
+pub fn pause(cluster: &Cluster, name: &str) -> Result<Paused> {
+    let pid = pid_of(cluster, name)?;
+    signal(pid, "STOP")?;
+    Ok(Paused { pid: Some(pid) })
 }
 
 fn running(pid: u32) -> bool {
