@@ -1,182 +1,27 @@
-//! The Scaler controller: for each Scaler, snapshot → autoscaling mode → decide (pure) → run
-//! the hook the decision asks for → decide again with its result → act. Watches Scalers, the workloads they target
-//! (StatefulSets, Deployments, ReplicaSets; other kinds are polled through requeues) and the
-//! plugin ConfigMaps, mapping changes back to the Scalers that use them.
+//! The Scaler controller: runs [`reconcile`](crate::reconcile::reconcile) for each Scaler.
+//! Watches Scalers, the workloads they target (StatefulSets, Deployments, ReplicaSets; other
+//! kinds are polled through requeues) and the plugin ConfigMaps, mapping changes back to the
+//! Scalers that use them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use hoist_api::Scaler;
-use hoist_decide::{Decision, TargetConflict, decide, decide_after};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 
-use crate::act::Actor;
-use crate::autoscaling::Autoscalers;
-use crate::error::OperatorError;
 use crate::events::Publisher;
-use crate::fault;
-use crate::hook_call::HookEnv;
-use crate::http_server::Progress;
-use crate::latest::LatestScalers;
-use crate::metrics::{Metrics, ResultLabels};
-use crate::observe::{observe, pod_selector};
+use crate::metrics::Metrics;
 use crate::plugins::{LoadFinished, PLUGIN_LABEL, PluginRegistry};
-
-/// Shared state of every reconcile.
-#[derive(Debug)]
-pub struct Context {
-    pub hooks: HookEnv,
-    pub actor: Actor,
-    pub metrics: Arc<Metrics>,
-    /// The autoscaling modes (owned HPA/ScaledObject, builtin autoscaler).
-    pub autoscalers: Autoscalers,
-    /// hoist's own Scaler writes the watch may not have delivered yet; conflict counts.
-    pub latest: Arc<LatestScalers>,
-    /// When a reconcile last finished (for `/healthz`).
-    pub progress: Arc<Progress>,
-    /// Every Scaler, as the controller's watch has them (set when the controller starts).
-    pub scalers: std::sync::OnceLock<Store<Scaler>>,
-}
-
-/// The other Scalers of `scaler`'s namespace that target the same workload, and which one of
-/// them all acts: the oldest (the name breaks a tie).
-fn target_conflict(scalers: Option<&Store<Scaler>>, scaler: &Scaler) -> Option<TargetConflict> {
-    let namespace = scaler.namespace();
-    let name = scaler.name_any();
-    let mut same: Vec<(Option<jiff::Timestamp>, String)> = scalers?
-        .state()
-        .iter()
-        .filter(|s| s.namespace() == namespace && s.name_any() != name)
-        .filter(|s| s.metadata.deletion_timestamp.is_none())
-        .filter(|s| s.spec.target_ref == scaler.spec.target_ref)
-        .map(|s| {
-            (
-                s.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                s.name_any(),
-            )
-        })
-        .collect();
-    if same.is_empty() {
-        return None;
-    }
-    let others = {
-        let mut o: Vec<String> = same.iter().map(|(_, n)| n.clone()).collect();
-        o.sort();
-        o
-    };
-    same.push((
-        scaler.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        name,
-    ));
-    // Oldest first; a missing timestamp sorts last.
-    same.sort_by(|a, b| match (a.0, b.0) {
-        (Some(x), Some(y)) => x.cmp(&y).then_with(|| a.1.cmp(&b.1)),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => a.1.cmp(&b.1),
-    });
-    Some(TargetConflict {
-        others,
-        acting: same[0].1.clone(),
-    })
-}
-
-/// One reconcile of one Scaler, timed and counted on every exit path.
-pub async fn reconcile(cached: Arc<Scaler>, ctx: Arc<Context>) -> Result<Action, OperatorError> {
-    let started = Instant::now();
-    ctx.progress.begin();
-    let result = reconcile_steps(cached, &ctx).await;
-    ctx.metrics
-        .reconcile_duration
-        .observe(started.elapsed().as_secs_f64());
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ResultLabels {
-            result: match &result {
-                Ok(_) => "ok",
-                Err(e) => e.result_label(),
-            },
-        })
-        .inc();
-    ctx.progress.reconciled();
-    result
-}
-
-/// The steps: snapshot → autoscaling mode → decide → hook → decide → act.
-async fn reconcile_steps(cached: Arc<Scaler>, ctx: &Context) -> Result<Action, OperatorError> {
-    // Snapshot: the cached Scaler, or what hoist wrote if the watch has not delivered it yet.
-    let scaler = ctx.latest.current(cached);
-    let mut observation = observe(&scaler, &ctx.hooks.targets, &ctx.hooks.plugins).await;
-    observation.conflict = target_conflict(ctx.scalers.get(), &scaler);
-
-    // The autoscaling mode first: it may write spec.replicas (builtin), which the state machine
-    // then sees in the next reconcile (the watch brings the new version).
-    let mode = ctx
-        .autoscalers
-        .step(&scaler, &observation, &ctx.hooks.targets)
-        .await;
-    if mode.wrote_replicas {
-        return Ok(Action::requeue(
-            mode.requeue.unwrap_or(Duration::from_secs(1)),
-        ));
-    }
-
-    let mut plan = match decide(&observation) {
-        Decision::Act(plan) => plan,
-        Decision::Call(call) => {
-            let selector = pod_selector(&observation);
-            let result = ctx.hooks.run(&scaler, &call, selector.as_deref()).await;
-            fault::abort_point(fault::AFTER_HOOK_CALL);
-            decide_after(&observation, result)
-        }
-    };
-
-    // The autoscaling conditions join the status the state machine writes (one writer).
-    let updates = hoist_decide::modes::conditions(&mode.report, &scaler.spec);
-    hoist_decide::modes::merge_conditions(&mut plan, &scaler, &updates, observation.now);
-    ctx.actor.act(&scaler, &plan).await?;
-    ctx.latest.settled(&scaler);
-
-    let requeue = match (plan.requeue_after, mode.requeue) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
-}
-
-/// What happens after a failed reconcile: a status-write conflict retries at once the first
-/// time (the API server's version is known now) and backs off while conflicts repeat; a lost
-/// lease stops; anything else retries after a short backoff.
-#[allow(
-    clippy::needless_pass_by_value,
-    reason = "the signature kube-runtime's Controller::run requires"
-)]
-pub fn error_policy(scaler: Arc<Scaler>, error: &OperatorError, ctx: Arc<Context>) -> Action {
-    match error.result_label() {
-        "conflict" => {
-            let delay = ctx.latest.conflict_delay(&scaler);
-            tracing::debug!(scaler = %scaler.name_any(), ?delay, "status changed underneath; reconciling again");
-            Action::requeue(delay)
-        }
-        "not_leader" => {
-            tracing::warn!(scaler = %scaler.name_any(), error = %error, "stopped: not the leader");
-            Action::await_change()
-        }
-        _ => {
-            tracing::warn!(scaler = %scaler.name_any(), error = %error, "reconcile failed");
-            Action::requeue(Duration::from_secs(5))
-        }
-    }
-}
+use crate::reconcile::{Context, error_policy, reconcile};
 
 /// Maps a workload event to the Scalers in its namespace that target it.
 fn scalers_targeting<K: Resource<DynamicType = ()>>(

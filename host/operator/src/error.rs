@@ -3,20 +3,6 @@
 
 use std::net::SocketAddr;
 
-impl OperatorError {
-    /// The `result` label of `hoist_reconciles_total` for a reconcile that failed with this.
-    pub fn result_label(&self) -> &'static str {
-        match self {
-            Self::WriteStatus {
-                source: kube::Error::Api(s),
-                ..
-            } if s.code == 409 => "conflict",
-            Self::NotLeader { .. } => "not_leader",
-            _ => "error",
-        }
-    }
-}
-
 /// Errors of the hoist operator and its subcommands.
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {

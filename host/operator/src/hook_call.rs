@@ -15,6 +15,7 @@ use hoist_sandbox::{
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
+use crate::error::OperatorError;
 use crate::fence::Fence;
 use crate::metrics::{HookLabels, HookLatencyLabels, Metrics};
 use crate::plugins::PluginRegistry;
@@ -36,7 +37,7 @@ impl std::fmt::Debug for HookEnv {
     }
 }
 
-fn hook_name(hook: Hook) -> HookName {
+pub fn hook_name(hook: Hook) -> HookName {
     match hook {
         Hook::PreScale => HookName::PreScale,
         Hook::PostScale => HookName::PostScale,
@@ -221,14 +222,16 @@ impl HookEnv {
         scaler: &Scaler,
         call: &HookCall,
         selector: Option<&str>,
-    ) -> HookResult {
+    ) -> Result<HookResult, OperatorError> {
         let name = hook_name(call.hook);
         let started = Instant::now();
         let result = self.run_inner(scaler, call, selector).await;
         let outcome = match &result {
-            HookResult::Done { .. } => "done",
-            HookResult::InProgress { .. } => "in_progress",
-            HookResult::Failed { .. } => "failed",
+            Ok(HookResult::Done { .. }) => "done",
+            Ok(HookResult::InProgress { .. }) => "in_progress",
+            Ok(HookResult::Failed { .. }) => "failed",
+            // The call did not happen: the API server or the lease stopped it first.
+            Err(_) => return result,
         };
         let plugin: String = call.plugin_digest.chars().take(12).collect();
         self.metrics
@@ -258,11 +261,11 @@ impl HookEnv {
         scaler: &Scaler,
         call: &HookCall,
         selector: Option<&str>,
-    ) -> HookResult {
+    ) -> Result<HookResult, OperatorError> {
         let Some(hooks) = &scaler.spec.hooks else {
-            return HookResult::Failed {
+            return Ok(HookResult::Failed {
                 reason: "spec.hooks was removed while the operation needed a hook".into(),
-            };
+            });
         };
         let namespace = scaler.namespace().unwrap_or_default();
         let plugin = match self
@@ -272,9 +275,9 @@ impl HookEnv {
         {
             Ok(p) => p,
             Err(reason) => {
-                return HookResult::Failed {
+                return Ok(HookResult::Failed {
                     reason: format!("PluginNotLoaded: {reason}"),
-                };
+                });
             }
         };
         let config = hooks
@@ -288,11 +291,7 @@ impl HookEnv {
             operation: op.map(|o| o.id.clone()).unwrap_or_default(),
             attempt: op.map_or(0, |o| o.attempt),
         };
-        if let Err(e) = self.fence.check("calling a hook") {
-            return HookResult::Failed {
-                reason: e.to_string(),
-            };
-        }
+        self.fence.check("calling a hook")?;
         let hook = hook_name(call.hook);
         if call.hook == Hook::ValidateConfig {
             let options = CallOptions::new(
@@ -300,21 +299,23 @@ impl HookEnv {
                 AllowList::new(hooks.allowed_hosts.iter()),
                 identity,
             );
-            return match self
-                .runner
-                .validate_config(&plugin, &config, &options)
-                .await
-            {
-                Ok(()) => HookResult::Done { message: None },
-                Err(e) => HookResult::Failed {
-                    reason: format!("{}: {e}", e.reason()),
+            return Ok(
+                match self
+                    .runner
+                    .validate_config(&plugin, &config, &options)
+                    .await
+                {
+                    Ok(()) => HookResult::Done { message: None },
+                    Err(e) => HookResult::Failed {
+                        reason: format!("{}: {e}", e.reason()),
+                    },
                 },
-            };
+            );
         }
         let Some(op) = op else {
-            return HookResult::Failed {
+            return Ok(HookResult::Failed {
                 reason: format!("internal: {hook} asked for without an operation"),
-            };
+            });
         };
         // The operation's own workload: after `spec.targetRef` changed (the operation failed,
         // on-failure undoes it), its pods are found by its own selector, not the new target's.
@@ -322,22 +323,14 @@ impl HookEnv {
         let own_selector = if target == scaler.spec.target_ref {
             selector.map(str::to_owned)
         } else {
+            // A read that fails is retried (an error), never taken for "no pods".
             self.targets
                 .observe(&namespace, &target)
-                .await
-                .ok()
-                .flatten()
+                .await?
                 .and_then(|t| t.selector)
         };
         let pods = match own_selector.as_deref() {
-            Some(sel) => match self.targets.pods(&namespace, sel).await {
-                Ok(pods) => pods,
-                Err(e) => {
-                    return HookResult::Failed {
-                        reason: format!("ListPods: {e}"),
-                    };
-                }
-            },
+            Some(sel) => self.targets.pods(&namespace, sel).await?,
             None => Vec::new(),
         };
         let choosing = if call.hook == Hook::PreScale {
@@ -351,21 +344,14 @@ impl HookEnv {
             all,
             to_mark,
         } = plan_pods(&target, &pods, (op.from, op.to), &op.id, choosing);
-        if target.honours_deletion_cost()
-            && op.direction == Direction::Down
-            && !to_mark.is_empty()
-            && let Err(e) = match self.fence.check("marking pods") {
-                Ok(()) => {
-                    self.targets
-                        .mark_leaving(&namespace, &to_mark, &op.id)
-                        .await
-                }
-                Err(e) => Err(e),
-            }
+        // A mark that fails is retried with the whole call (an error, not the hook's failure):
+        // the pods chosen stay the chosen ones, marked or about to be.
+        if target.honours_deletion_cost() && op.direction == Direction::Down && !to_mark.is_empty()
         {
-            return HookResult::Failed {
-                reason: format!("MarkPods: {e}"),
-            };
+            self.fence.check("marking pods")?;
+            self.targets
+                .mark_leaving(&namespace, &to_mark, &op.id)
+                .await?;
         }
         let allow = if hooks.allowed_hosts.is_empty() {
             default_allow_list(&all)
@@ -419,7 +405,7 @@ impl HookEnv {
                     })
             }
         };
-        match outcome {
+        Ok(match outcome {
             Ok(HookOutcome::Done { message }) => HookResult::Done {
                 message: non_empty(message),
             },
@@ -435,7 +421,7 @@ impl HookEnv {
             Err(e) => HookResult::Failed {
                 reason: format!("{}: {e}", e.reason()),
             },
-        }
+        })
     }
 }
 

@@ -3,7 +3,8 @@
 //! end-to-end level. The `hoist` binary (`main.rs`) only parses its command line and calls
 //! [`cli`].
 //!
-//! - [`controller`]: the Scaler controller and one reconcile, step by step.
+//! - [`controller`]: the Scaler controller: its watches and what maps them to Scalers.
+//! - [`reconcile`]: one reconcile of one Scaler, step by step, and its error.
 //! - [`observe`]: read the target and the plugin for one Scaler.
 //! - [`hook_call`]: build a hook's context from the cluster and call it in the sandbox.
 //! - [`act`]: the only writer for a Scaler, in the protocol's order, fenced by [`fence`].
@@ -30,4 +31,5 @@ pub mod metrics;
 pub mod observe;
 pub mod plugin_configmap;
 pub mod plugins;
+pub mod reconcile;
 pub mod target;

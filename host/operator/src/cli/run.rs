@@ -16,7 +16,7 @@ use kube::{Api, Client};
 
 use crate::act::Actor;
 use crate::autoscaling::{Autoscalers, Modes};
-use crate::controller::{self, Context, Parts};
+use crate::controller::{self, Parts};
 use crate::error::OperatorError;
 use crate::events::Publisher;
 use crate::fence::Fence;
@@ -25,6 +25,7 @@ use crate::http_server::{self, Health};
 use crate::latest::LatestScalers;
 use crate::leader;
 use crate::metrics::{MethodLabels, Metrics};
+use crate::reconcile::Context;
 use crate::target::Targets;
 
 /// Log output format.
