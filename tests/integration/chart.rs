@@ -892,12 +892,24 @@ fn chart_values_render_what_they_say() {
                 .is_some_and(|rs| rs.contains(&json!(resource)))
         })
     };
-    assert!(has_rule(cluster_rules, "horizontalpodautoscalers"));
-    assert!(has_rule(cluster_rules, "scaledobjects"));
-    // Without RBAC for a mode's kind, the operator runs with that mode off.
+    let may_write = |rules: &serde_json::Value, resource: &str| {
+        rules.as_array().unwrap().iter().any(|r| {
+            r["resources"]
+                .as_array()
+                .is_some_and(|rs| rs.contains(&json!(resource)))
+                && r["verbs"]
+                    .as_array()
+                    .is_some_and(|vs| vs.contains(&json!("patch")))
+        })
+    };
+    assert!(may_write(cluster_rules, "horizontalpodautoscalers"));
+    assert!(may_write(cluster_rules, "scaledobjects"));
+    // Without RBAC for a mode's kind, the operator runs with that mode off; it still watches
+    // every HPA (read only), to report one that fights a Scaler.
     let without = render(&["rbac.hpa=false", "rbac.keda=false"]).unwrap();
     let rules = &find(&without, "ClusterRole", "hoist").unwrap()["rules"];
-    assert!(!has_rule(rules, "horizontalpodautoscalers"));
+    assert!(!may_write(rules, "horizontalpodautoscalers"));
+    assert!(has_rule(rules, "horizontalpodautoscalers"));
     assert!(!has_rule(rules, "scaledobjects"));
     let args = &find(&without, "Deployment", "hoist").unwrap()["spec"]["template"]["spec"]["containers"]
         [0]["args"];

@@ -1295,7 +1295,7 @@ async fn two_scalers_on_one_workload_only_the_oldest_acts() {
     .cloned()
     .unwrap();
     assert!(
-        c.message.contains("only the oldest, first, acts"),
+        c.message.contains("only the oldest, Scaler first, acts"),
         "{}",
         c.message
     );
@@ -1315,6 +1315,57 @@ async fn two_scalers_on_one_workload_only_the_oldest_acts() {
         .await
         .unwrap();
     wait_idle_at(&e.ns, "second", 1).await;
+    assert_eq!(sts_spec_replicas(&e.ns, "web").await, Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_s_hpa_on_the_workload_itself_holds_a_newer_scaler_until_it_is_gone() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let e = env("e2e-rival").await;
+    create_statefulset(&e.ns, "web", 3).await.unwrap();
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "mine"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "web"},
+                 "minReplicas": 3, "maxReplicas": 3},
+    }))
+    .unwrap();
+    let hpas = e.ns.api::<HorizontalPodAutoscaler>();
+    hpas.create(&kube::api::PostParams::default(), &hpa)
+        .await
+        .unwrap();
+    // Creation times have a one-second resolution: make the Scaler clearly newer.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    create_scaler(&e.ns, "web", sts_ref("web"), None, json!({"replicas": 1})).await;
+    let s = wait_scaler(&e.ns, "web", "TargetConflict=True", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            hoist_api::conditions::is_true(&st.conditions, hoist_api::conditions::TARGET_CONFLICT)
+        })
+    })
+    .await;
+    let c = hoist_api::conditions::find(
+        &s.status.unwrap().conditions,
+        hoist_api::conditions::TARGET_CONFLICT,
+    )
+    .cloned()
+    .unwrap();
+    assert_eq!(c.reason, "OtherAutoscaler", "{}", c.message);
+    assert!(
+        c.message.contains("HorizontalPodAutoscaler mine"),
+        "{}",
+        c.message
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sts_spec_replicas(&e.ns, "web").await,
+        Some(3),
+        "the Scaler started nothing against the older HPA"
+    );
+
+    // The HPA goes (its watch reconciles the Scaler): the Scaler acts.
+    hpas.delete("mine", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    wait_idle_at(&e.ns, "web", 1).await;
     assert_eq!(sts_spec_replicas(&e.ns, "web").await, Some(1));
 }
 

@@ -36,6 +36,12 @@ needs it. Rendered into a ClusterRole, or into a Role when watchNamespace is set
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+# Every HorizontalPodAutoscaler (list, watch): one aimed at a Scaler's workload itself (a
+# user's own, or KEDA's for a ScaledObject) fights the Scaler; hoist reports it in the
+# TargetConflict condition and a newer Scaler starts nothing.
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [list, watch]
 {{- if .Values.rbac.hpa }}
 # autoscaling.hpa: the HorizontalPodAutoscaler hoist owns for a Scaler: read first (get: one
 # of that name that hoist does not own is never taken over), server-side applied (patch, and

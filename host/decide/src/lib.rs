@@ -54,7 +54,7 @@ pub mod modes;
 pub use machine::{
     CONFLICT_POLL, Decision, Direction, Event, EventKind, FinalizerChange, Hook, HookCall,
     HookFailure, HookOperation, HookResult, MAX_PLUGIN_TEXT, MIN_HOOK_CALL, MIN_HOOK_RETRY,
-    Observation, PLUGIN_LOADING_POLL, Plan, PluginAvailability, SCALING_POLL,
+    Observation, PLUGIN_LOADING_POLL, Plan, PluginAvailability, Rival, SCALING_POLL,
     TARGET_UNAVAILABLE_POLL, TargetConflict, TargetObservation, TargetScale, bounded, config_hash,
     decide, decide_after,
 };

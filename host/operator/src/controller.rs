@@ -192,6 +192,49 @@ fn spawn_plugin_watch(
     });
 }
 
+/// Watches every HorizontalPodAutoscaler of the watched namespaces into the store the conflict
+/// check reads ([`crate::rivals`]); one that appears, changes or goes reconciles the Scalers of
+/// the workload it aims at.
+fn spawn_hpa_watch(
+    client: &Client,
+    namespace: Option<&str>,
+    context: &Context,
+    scalers: Store<Scaler>,
+    trigger: mpsc::UnboundedSender<ObjectRef<Scaler>>,
+) {
+    let (store, writer) = reflector::store::<HorizontalPodAutoscaler>();
+    let _ = context.hpas.set(store);
+    let watch = reflector(
+        writer,
+        watcher(
+            scoped::<HorizontalPodAutoscaler>(client, namespace),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    tokio::spawn(async move {
+        let mut watch = std::pin::pin!(watch);
+        while let Some(event) = watch.next().await {
+            match event {
+                Ok(hpa) => {
+                    let Some(spec) = &hpa.spec else { continue };
+                    let r = &spec.scale_target_ref;
+                    let ns = hpa.namespace();
+                    for s in scalers.state().iter().filter(|s| {
+                        s.namespace() == ns
+                            && s.spec.target_ref.kind == r.kind
+                            && s.spec.target_ref.name == r.name
+                    }) {
+                        let _ = trigger.send(ObjectRef::from_obj(s.as_ref()));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "watching HorizontalPodAutoscalers"),
+            }
+        }
+    });
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let Parts {
@@ -218,6 +261,7 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
         store.clone(),
         trigger.clone(),
     );
+    spawn_hpa_watch(&client, namespace, &context, store.clone(), trigger.clone());
 
     // Finished plugin loads: reconcile the Scalers of that source; tell them about rejects.
     let load_store = store.clone();

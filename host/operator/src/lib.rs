@@ -32,4 +32,5 @@ pub mod observe;
 pub mod plugin_configmap;
 pub mod plugins;
 pub mod reconcile;
+pub mod rivals;
 pub mod target;

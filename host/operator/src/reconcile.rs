@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hoist_api::Scaler;
-use hoist_decide::{Decision, TargetConflict, decide, decide_after};
+use hoist_decide::{Decision, decide, decide_after};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
@@ -26,6 +27,7 @@ use crate::http_server::Progress;
 use crate::latest::LatestScalers;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::observe::{observe, pod_selector};
+use crate::rivals::target_conflict;
 
 /// Why a reconcile stopped before its end, by the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,49 +96,8 @@ pub struct Context {
     pub progress: Arc<Progress>,
     /// Every Scaler, as the controller's watch has them (set when the controller starts).
     pub scalers: std::sync::OnceLock<Store<Scaler>>,
-}
-
-/// The other Scalers of `scaler`'s namespace that target the same workload, and which one of
-/// them all acts: the oldest (the name breaks a tie).
-fn target_conflict(scalers: Option<&Store<Scaler>>, scaler: &Scaler) -> Option<TargetConflict> {
-    let namespace = scaler.namespace();
-    let name = scaler.name_any();
-    let mut same: Vec<(Option<jiff::Timestamp>, String)> = scalers?
-        .state()
-        .iter()
-        .filter(|s| s.namespace() == namespace && s.name_any() != name)
-        .filter(|s| s.metadata.deletion_timestamp.is_none())
-        .filter(|s| s.spec.target_ref == scaler.spec.target_ref)
-        .map(|s| {
-            (
-                s.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                s.name_any(),
-            )
-        })
-        .collect();
-    if same.is_empty() {
-        return None;
-    }
-    let others = {
-        let mut o: Vec<String> = same.iter().map(|(_, n)| n.clone()).collect();
-        o.sort();
-        o
-    };
-    same.push((
-        scaler.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        name,
-    ));
-    // Oldest first; a missing timestamp sorts last.
-    same.sort_by(|a, b| match (a.0, b.0) {
-        (Some(x), Some(y)) => x.cmp(&y).then_with(|| a.1.cmp(&b.1)),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => a.1.cmp(&b.1),
-    });
-    Some(TargetConflict {
-        others,
-        acting: same[0].1.clone(),
-    })
+    /// Every HorizontalPodAutoscaler of the watched namespaces (set when the controller starts).
+    pub hpas: std::sync::OnceLock<Store<HorizontalPodAutoscaler>>,
 }
 
 /// One reconcile of one Scaler, timed and counted on every exit path.
@@ -165,7 +126,11 @@ async fn reconcile_steps(cached: Arc<Scaler>, ctx: &Context) -> Result<Action, R
     // Snapshot: the cached Scaler, or what hoist wrote if the watch has not delivered it yet.
     let scaler = ctx.latest.current(cached);
     let mut observation = observe(&scaler, &ctx.hooks.targets, &ctx.hooks.plugins).await;
-    observation.conflict = target_conflict(ctx.scalers.get(), &scaler);
+    observation.conflict = target_conflict(
+        &ctx.scalers.get().map(Store::state).unwrap_or_default(),
+        &ctx.hpas.get().map(Store::state).unwrap_or_default(),
+        &scaler,
+    );
 
     // The autoscaling mode first: it may write spec.replicas (builtin), which the state machine
     // then sees in the next reconcile (the watch brings the new version).

@@ -570,6 +570,7 @@ async fn rig(kind: Kind, sandbox: &Sandbox, wasm: &[u8], subnet: u8) -> Rig {
         latest,
         progress: Arc::new(Progress::default()),
         scalers: std::sync::OnceLock::new(),
+        hpas: std::sync::OnceLock::new(),
     });
     Rig {
         world,

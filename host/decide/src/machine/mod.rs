@@ -127,8 +127,8 @@ pub fn bounded(text: &str, max: usize) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Blocked {
     InvalidSpec,
-    /// Another, older Scaler drives the same workload.
-    Conflict(String),
+    /// Another, older Scaler or HPA drives the same workload.
+    Conflict(Rival),
     TargetUnavailable,
     Hooks(String),
     DirectionPaused(&'static str),

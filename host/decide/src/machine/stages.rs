@@ -38,12 +38,10 @@ impl Machine<'_> {
             return;
         };
         let current = target.spec_replicas;
-        if let Some(conflict) = &self.obs.conflict
-            && self.obs.scaler.metadata.name.as_deref() != Some(conflict.acting.as_str())
-        {
-            // Two Scalers on one workload would fight: the newer one does nothing, and looks
-            // again (nothing else tells it when the other one goes).
-            self.blocked = Some(Blocked::Conflict(conflict.acting.clone()));
+        if let Some(acting) = self.obs.conflict.as_ref().and_then(|c| c.acting.as_ref()) {
+            // Two autoscalers on one workload would fight: a newer Scaler does nothing, and
+            // looks again (nothing else tells it when the other one goes).
+            self.blocked = Some(Blocked::Conflict(acting.clone()));
             self.plan.requeue_after = Some(CONFLICT_POLL);
             return;
         }

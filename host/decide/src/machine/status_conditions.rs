@@ -3,7 +3,8 @@
 #![allow(clippy::doc_markdown)]
 
 use super::{
-    Blocked, ConditionUpdate, Machine, RETRY_ANNOTATION, Stage, TargetObservation, conditions,
+    Blocked, ConditionUpdate, Machine, RETRY_ANNOTATION, Rival, Stage, TargetObservation,
+    conditions,
 };
 
 impl Machine<'_> {
@@ -54,19 +55,40 @@ impl Machine<'_> {
                 conditions::TARGET_CONFLICT,
                 false,
                 "NoConflict",
-                format!("no other Scaler targets {}", self.spec.target_ref),
-            ),
-            Some(c) => ConditionUpdate::new(
-                conditions::TARGET_CONFLICT,
-                true,
-                "SeveralScalers",
                 format!(
-                    "Scalers {} also target {}; only the oldest, {}, acts, the others start nothing until one is left",
-                    c.others.join(", "),
-                    self.spec.target_ref,
-                    c.acting
+                    "no other Scaler or HorizontalPodAutoscaler targets {}",
+                    self.spec.target_ref
                 ),
             ),
+            Some(c) => {
+                let others: Vec<String> = c.others.iter().map(ToString::to_string).collect();
+                let acting = c
+                    .acting
+                    .as_ref()
+                    .map_or_else(|| "this Scaler".to_owned(), ToString::to_string);
+                let only_scalers = c.others.iter().all(|r| matches!(r, Rival::Scaler(_)));
+                let (reason, advice) = if only_scalers {
+                    (
+                        "SeveralScalers",
+                        "the newer Scalers start nothing until one is left",
+                    )
+                } else {
+                    (
+                        "OtherAutoscaler",
+                        "hoist cannot stop an HPA that writes the workload itself: delete it, or aim it at this Scaler (scaleTargetRef kind Scaler), so that every change passes the hooks",
+                    )
+                };
+                ConditionUpdate::new(
+                    conditions::TARGET_CONFLICT,
+                    true,
+                    reason,
+                    format!(
+                        "{} also set the replicas of {}; only the oldest, {acting}, acts; {advice}",
+                        others.join(", "),
+                        self.spec.target_ref,
+                    ),
+                )
+            }
         }
     }
 
@@ -157,7 +179,7 @@ impl Machine<'_> {
             (Some(Blocked::Conflict(acting)), _) => (
                 false,
                 "TargetConflict",
-                format!("Scaler {acting} drives the same workload; see TargetConflict"),
+                format!("{acting} drives the same workload; see TargetConflict"),
             ),
             (Some(Blocked::TargetUnavailable), _) => (
                 false,

@@ -2027,10 +2027,10 @@ fn the_finalizer_undoes_an_operation_of_a_deleted_scaler() {
 
 #[test]
 fn two_scalers_on_one_workload_only_the_oldest_acts() {
-    let conflict = |acting: &str| {
+    let conflict = |acting: Option<&str>| {
         Some(TargetConflict {
-            others: vec!["other".into()],
-            acting: acting.into(),
+            others: vec![Rival::Scaler("other".into())],
+            acting: acting.map(|a| Rival::Scaler(a.into())),
         })
     };
     run(vec![
@@ -2038,7 +2038,7 @@ fn two_scalers_on_one_workload_only_the_oldest_acts() {
             "the newer Scaler starts nothing and says who acts",
             {
                 let mut g = given().idle();
-                g.0.conflict = conflict("other");
+                g.0.conflict = conflict(Some("other"));
                 g
             },
             Expect {
@@ -2054,7 +2054,7 @@ fn two_scalers_on_one_workload_only_the_oldest_acts() {
                         ("True", "SeveralScalers")
                     );
                     assert!(
-                        c.message.contains("only the oldest, other, acts"),
+                        c.message.contains("only the oldest, Scaler other, acts"),
                         "{}",
                         c.message
                     );
@@ -2066,13 +2066,46 @@ fn two_scalers_on_one_workload_only_the_oldest_acts() {
             "the oldest acts, and says so too",
             {
                 let mut g = given().idle();
-                g.0.conflict = conflict("web");
+                g.0.conflict = conflict(None);
                 g
             },
             Expect {
                 stage: Some(Stage::Scaling),
                 scale: Some(Some(5)),
                 condition: Some((conditions::TARGET_CONFLICT, true, "SeveralScalers")),
+                ..Expect::default()
+            },
+        ),
+        (
+            "an older HPA aimed at the workload itself: the Scaler starts nothing and says why",
+            {
+                let mut g = given().idle();
+                let hpa = Rival::Hpa {
+                    name: "keda-hpa-web".into(),
+                    scaled_object: Some("web".into()),
+                };
+                g.0.conflict = Some(TargetConflict {
+                    others: vec![hpa.clone()],
+                    acting: Some(hpa),
+                });
+                g
+            },
+            Expect {
+                stage: Some(Stage::Idle),
+                scale: Some(None),
+                condition: Some((conditions::READY, false, "TargetConflict")),
+                check: Some(|p| {
+                    let st = p.status.as_ref().unwrap();
+                    let c = conditions::find(&st.conditions, conditions::TARGET_CONFLICT).unwrap();
+                    assert_eq!(c.reason, "OtherAutoscaler");
+                    assert!(
+                        c.message.contains(
+                            "HorizontalPodAutoscaler keda-hpa-web (of KEDA ScaledObject web)"
+                        ) && c.message.contains("aim it at this Scaler"),
+                        "{}",
+                        c.message
+                    );
+                }),
                 ..Expect::default()
             },
         ),

@@ -22,13 +22,46 @@ pub struct Observation {
     pub now: jiff::Timestamp,
 }
 
-/// Several Scalers target one workload: only the oldest acts.
+/// Something else that sets the replicas of this Scaler's workload.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rival {
+    /// Another Scaler of the namespace with the same `targetRef`.
+    Scaler(String),
+    /// A HorizontalPodAutoscaler aimed at the workload itself (a user's own, or the one KEDA
+    /// made for a ScaledObject, named here when its label says so).
+    Hpa {
+        name: String,
+        scaled_object: Option<String>,
+    },
+}
+
+impl std::fmt::Display for Rival {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Scaler(name) => write!(f, "Scaler {name}"),
+            Self::Hpa {
+                name,
+                scaled_object: None,
+            } => write!(f, "HorizontalPodAutoscaler {name}"),
+            Self::Hpa {
+                name,
+                scaled_object: Some(so),
+            } => write!(
+                f,
+                "HorizontalPodAutoscaler {name} (of KEDA ScaledObject {so})"
+            ),
+        }
+    }
+}
+
+/// Others set the replicas of this Scaler's workload: only the oldest of them all acts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TargetConflict {
-    /// The other Scalers' names.
-    pub others: Vec<String>,
-    /// The Scaler that acts (the oldest; the name breaks a tie): this one or one of `others`.
-    pub acting: String,
+    /// The others, in a stable order.
+    pub others: Vec<Rival>,
+    /// The oldest (the name breaks a tie), when it is not this Scaler: this Scaler starts
+    /// nothing while it is there.
+    pub acting: Option<Rival>,
 }
 
 /// The target as observed through its /scale subresource and status.

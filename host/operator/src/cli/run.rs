@@ -267,6 +267,7 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
         latest,
         progress: health.progress.clone(),
         scalers: std::sync::OnceLock::new(),
+        hpas: std::sync::OnceLock::new(),
     });
     let parts = Parts {
         client,
