@@ -123,6 +123,8 @@ struct World {
     scale_writes: Vec<(i64, bool)>,
     /// Requests the server does not know.
     unexpected: Vec<String>,
+    /// A desired count written while the operation's last pre-scale call runs.
+    desired_during_last_call: Option<i64>,
 }
 
 /// What the hooks were asked and answered, recorded around the real sandbox.
@@ -143,6 +145,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Recording {
     sandbox: Sandbox,
     calls: Arc<Mutex<Calls>>,
+    world: Arc<Mutex<World>>,
 }
 
 impl HookRunner for Recording {
@@ -161,6 +164,11 @@ impl HookRunner for Recording {
                 lock(&self.calls)
                     .pre_scale_done
                     .insert(ctx.operation_id.clone());
+                // Someone writes the desired count while the last pre-scale call runs.
+                let mut world = lock(&self.world);
+                if let Some(n) = world.desired_during_last_call.take() {
+                    world.set_desired(n);
+                }
             }
             outcome
         })
@@ -250,6 +258,7 @@ impl World {
             fault: None,
             scale_writes: Vec::new(),
             unexpected: Vec::new(),
+            desired_during_last_call: None,
         };
         w.bump();
         w
@@ -309,6 +318,26 @@ impl World {
         self.pods.retain(|p| !p.terminating);
         json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
                "items": items})
+    }
+
+    /// New pods up to `replicas` (no worker listens on their IPs: nothing drains them).
+    fn add_pods(&mut self, replicas: i64) {
+        let mut n = 0u8;
+        while i64::try_from(self.pods.iter().filter(|p| !p.terminating).count()).unwrap() < replicas
+        {
+            n += 1;
+            let IpAddr::V4(base) = self.pods[0].ip else {
+                unreachable!("the test's pod IPs are IPv4")
+            };
+            let [a, b, c, _] = base.octets();
+            self.pods.push(FakePod {
+                name: format!("web-5d9c7-new{n}"),
+                ip: IpAddr::V4(Ipv4Addr::new(a, b, c, 10 + n)),
+                created: "2026-01-01T00:10:00Z".into(),
+                annotations: serde_json::Map::new(),
+                terminating: false,
+            });
+        }
     }
 
     /// The workload's controller after a replicas change: a StatefulSet removes its highest
@@ -399,6 +428,7 @@ impl World {
                     self.replicas = replicas;
                     self.generation += 1;
                     self.remove_pods(replicas);
+                    self.add_pods(replicas);
                 }
                 ok(self.scale())
             }
@@ -477,27 +507,10 @@ struct Rig {
     workers: BTreeMap<u32, TrinoWorker>,
 }
 
-async fn rig(kind: Kind, sandbox: &Sandbox, wasm: &[u8], subnet: u8) -> Rig {
-    let net = match kind {
-        Kind::StatefulSet => 78,
-        Kind::Deployment => 79,
-    };
-    let ips: BTreeMap<u32, IpAddr> = (0..3u8)
-        .map(|o| {
-            (
-                u32::from(o),
-                IpAddr::V4(Ipv4Addr::new(127, net, subnet, o + 1)),
-            )
-        })
-        .collect();
-    let (port, workers) = start_workers(&ips, &[0, 1, 2], 2).await.unwrap();
-    let hooks = json!({"plugin": {"configMap": "trino-drain"},
-                       "config": {"port": port, "pollIntervalMs": 100}});
-    let world = Arc::new(Mutex::new(World::new(kind, &ips, &hooks)));
-    let calls = Arc::new(Mutex::new(Calls::default()));
-
+/// A client whose requests the in-process API server over `world` answers.
+fn serve(world: Arc<Mutex<World>>, calls: Arc<Mutex<Calls>>) -> kube::Client {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let (w, c) = (world.clone(), calls.clone());
+    let (w, c) = (world, calls);
     tokio::spawn(async move {
         while let Some((request, send)) = handle.next_request().await {
             let (parts, body) = request.into_parts();
@@ -520,7 +533,29 @@ async fn rig(kind: Kind, sandbox: &Sandbox, wasm: &[u8], subnet: u8) -> Rig {
             }
         }
     });
-    let client = kube::Client::new(service, NS);
+    kube::Client::new(service, NS)
+}
+
+async fn rig(kind: Kind, sandbox: &Sandbox, wasm: &[u8], subnet: u8) -> Rig {
+    let net = match kind {
+        Kind::StatefulSet => 78,
+        Kind::Deployment => 79,
+    };
+    let ips: BTreeMap<u32, IpAddr> = (0..3u8)
+        .map(|o| {
+            (
+                u32::from(o),
+                IpAddr::V4(Ipv4Addr::new(127, net, subnet, o + 1)),
+            )
+        })
+        .collect();
+    let (port, workers) = start_workers(&ips, &[0, 1, 2], 2).await.unwrap();
+    let hooks = json!({"plugin": {"configMap": "trino-drain"},
+                       "config": {"port": port, "pollIntervalMs": 100}});
+    let world = Arc::new(Mutex::new(World::new(kind, &ips, &hooks)));
+    let calls = Arc::new(Mutex::new(Calls::default()));
+
+    let client = serve(world.clone(), calls.clone());
 
     let metrics = Arc::new(Metrics::new());
     let (cm_store, mut cm_writer) = controller::plugin_store();
@@ -551,6 +586,7 @@ async fn rig(kind: Kind, sandbox: &Sandbox, wasm: &[u8], subnet: u8) -> Rig {
             runner: Arc::new(Recording {
                 sandbox: sandbox.clone(),
                 calls: calls.clone(),
+                world: world.clone(),
             }),
             plugins,
             targets: targets.clone(),
@@ -737,4 +773,61 @@ async fn a_statefulset_scale_down_survives_a_fault_at_every_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_scale_down_survives_a_fault_at_every_write() {
     every_write_may_fail(Kind::Deployment).await;
+}
+
+/// A Deployment scale-down 3 → 1 during whose last pre-scale call someone writes 2: the
+/// operation goes on as decided (its status write conflicts, the next round sees the new
+/// count) and removes exactly the drained pods; a second operation then serves 2, without
+/// draining anything (a scale-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desired_count_written_during_the_last_pre_scale_call_drains_no_staying_pod() {
+    let wasm = std::fs::read(hoist_tests::operator::plugin_path("trino-drain").unwrap()).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::new(SandboxConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let kind = Kind::Deployment;
+    let rig = rig(kind, &sandbox, &wasm, 250).await;
+    rig.settle("Idle at 3", |w| idle_at(w, 3)).await;
+    {
+        let mut w = lock(&rig.world);
+        w.desired_during_last_call = Some(2);
+        w.set_desired(1);
+    }
+    rig.settle("Idle at 2", |w| idle_at(w, 2)).await;
+
+    let w = lock(&rig.world);
+    let calls = lock(&rig.calls);
+    let leaving: BTreeSet<String> = [kind.pod_name(1), kind.pod_name(2)].into();
+    assert!(
+        calls.pre_scale_removed.is_subset(&leaving),
+        "pre-scale was asked to drain {:?}; only {leaving:?} leave",
+        calls.pre_scale_removed
+    );
+    assert_eq!(rig.drained(), BTreeSet::from([1, 2]));
+    assert!(
+        w.scale_writes
+            .iter()
+            .all(|(_, drained_first)| *drained_first),
+        "{:?}",
+        w.scale_writes
+    );
+    assert_eq!(
+        w.scale_writes.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+        vec![1, 2],
+        "the frozen 3 → 1 first, then 1 → 2"
+    );
+    let live: Vec<String> = w
+        .pods
+        .iter()
+        .filter(|p| !p.terminating)
+        .map(|p| p.name.clone())
+        .collect();
+    assert_eq!(live, vec![kind.pod_name(0), "web-5d9c7-new1".to_string()]);
+    assert!(
+        w.pods.iter().all(|p| p.annotations.is_empty()),
+        "no marks left"
+    );
 }
