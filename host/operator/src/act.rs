@@ -9,11 +9,17 @@
 //! 5. the retry annotation's removal, then the finalizer's removal;
 //! 6. events (best effort).
 //!
+//! One more write happens inside a reconcile, before a hook call rather than after the
+//! decision: [`Actor::mark_leaving`], the marks of the Deployment/ReplicaSet pods a pre-scale
+//! call is about to drain. They must be on the pods before the call (a re-run of the call
+//! chooses the marked pods again, so a drained pod is never swapped for one that stays), and
+//! the hook step asks act for them.
+//!
 //! Each write first checks the [`Fence`], and each write to the Scaler records the object the
 //! API server returned ([`LatestScalers`]), so the next reconcile continues from it even if the
-//! watch has not delivered it yet. The hooks' own side effect, the pod marks a pre-scale call
-//! makes, happens in [`crate::hook_call`] before the hook runs; the autoscaling modes write the
-//! objects they own in [`crate::autoscaling`].
+//! watch has not delivered it yet. Not here: the objects the autoscaling modes own (their HPA
+//! or ScaledObject, and the builtin autoscaler's desired count), written by
+//! [`crate::autoscaling`] before decide runs.
 
 use std::sync::Arc;
 
@@ -212,6 +218,26 @@ impl Actor {
         tracing::debug!(scaler = %name, held, "finalizer");
         self.latest.wrote(current, after.clone());
         Ok(after)
+    }
+
+    /// Marks the pods a pre-scale call of `operation` is about to drain (lowest deletion cost,
+    /// and the operation's id), before the call.
+    pub async fn mark_leaving(
+        &self,
+        scaler: &Scaler,
+        pods: &[String],
+        operation: &str,
+    ) -> Result<(), OperatorError> {
+        if pods.is_empty() {
+            return Ok(());
+        }
+        self.fence.check("marking pods")?;
+        let namespace = scaler.namespace().unwrap_or_default();
+        self.targets
+            .mark_leaving(&namespace, pods, operation)
+            .await?;
+        tracing::info!(scaler = %scaler.name_any(), operation, ?pods, "marked the leaving pods");
+        Ok(())
     }
 
     /// Removes an ended operation's pod marks (Deployments and ReplicaSets mark pods). Best

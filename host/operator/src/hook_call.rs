@@ -15,6 +15,7 @@ use hoist_sandbox::{
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
+use crate::act::Actor;
 use crate::error::OperatorError;
 use crate::fence::Fence;
 use crate::metrics::{HookLabels, HookLatencyLabels, Metrics};
@@ -222,10 +223,11 @@ impl HookEnv {
         scaler: &Scaler,
         call: &HookCall,
         selector: Option<&str>,
+        actor: &Actor,
     ) -> Result<HookResult, OperatorError> {
         let name = hook_name(call.hook);
         let started = Instant::now();
-        let result = self.run_inner(scaler, call, selector).await;
+        let result = self.run_inner(scaler, call, selector, actor).await;
         let outcome = match &result {
             Ok(HookResult::Done { .. }) => "done",
             Ok(HookResult::InProgress { .. }) => "in_progress",
@@ -261,6 +263,7 @@ impl HookEnv {
         scaler: &Scaler,
         call: &HookCall,
         selector: Option<&str>,
+        actor: &Actor,
     ) -> Result<HookResult, OperatorError> {
         let Some(hooks) = &scaler.spec.hooks else {
             return Ok(HookResult::Failed {
@@ -346,12 +349,8 @@ impl HookEnv {
         } = plan_pods(&target, &pods, (op.from, op.to), &op.id, choosing);
         // A mark that fails is retried with the whole call (an error, not the hook's failure):
         // the pods chosen stay the chosen ones, marked or about to be.
-        if target.honours_deletion_cost() && op.direction == Direction::Down && !to_mark.is_empty()
-        {
-            self.fence.check("marking pods")?;
-            self.targets
-                .mark_leaving(&namespace, &to_mark, &op.id)
-                .await?;
+        if target.honours_deletion_cost() && op.direction == Direction::Down {
+            actor.mark_leaving(scaler, &to_mark, &op.id).await?;
         }
         let allow = if hooks.allowed_hosts.is_empty() {
             default_allow_list(&all)

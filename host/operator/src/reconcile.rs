@@ -150,7 +150,7 @@ async fn reconcile_steps(cached: Arc<Scaler>, ctx: &Context) -> Result<Action, R
             let selector = pod_selector(&observation);
             let result = ctx
                 .hooks
-                .run(&scaler, &call, selector.as_deref())
+                .run(&scaler, &call, selector.as_deref(), &ctx.actor)
                 .await
                 .map_err(|source| ReconcileError::CallHook {
                     scaler: who(&scaler),
