@@ -136,7 +136,7 @@ async fn reconcile_steps(cached: Arc<Scaler>, ctx: &Context) -> Result<Action, R
     // then sees in the next reconcile (the watch brings the new version).
     let mode = ctx
         .autoscalers
-        .step(&scaler, &observation, &ctx.hooks.targets)
+        .step(&scaler, &observation, &ctx.hooks.targets, &ctx.actor)
         .await;
     if mode.wrote_replicas {
         return Ok(Action::requeue(

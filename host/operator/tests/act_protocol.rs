@@ -111,7 +111,8 @@ fn respond(path: &str, answer: Answer) -> Option<Response<Body>> {
         ),
         Answer::Ok => (
             StatusCode::NOT_FOUND,
-            json!({"kind": "Status", "code": 404}),
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                   "message": "not found", "reason": "NotFound", "code": 404}),
         ),
     };
     Some(
@@ -125,6 +126,20 @@ fn respond(path: &str, answer: Answer) -> Option<Response<Body>> {
 /// Applies `plan` (decided on resourceVersion 1) through an Actor whose API server answers the
 /// status write with `status_answer`; returns act's result and the requests, in order.
 async fn act_with(plan: &Plan, status_answer: Answer, leading: bool) -> (bool, Vec<String>) {
+    let plan = plan.clone();
+    with_actor(status_answer, leading, |actor| async move {
+        actor.act(&scaler("1"), &plan).await.is_ok()
+    })
+    .await
+}
+
+/// Runs `f` with an Actor whose API server answers the status write with `status_answer`
+/// (and everything else as `respond` does); returns `f`'s result and the requests, in order.
+async fn with_actor<F, Fut>(status_answer: Answer, leading: bool, f: F) -> (bool, Vec<String>)
+where
+    F: FnOnce(Actor) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "ns");
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -165,8 +180,7 @@ async fn act_with(plan: &Plan, status_answer: Answer, leading: bool) -> (bool, V
         fence: Fence::lease(rx),
         latest: Arc::new(LatestScalers::default()),
     };
-    let ok = actor.act(&scaler("1"), plan).await.is_ok();
-    drop(actor);
+    let ok = f(actor).await;
     drop(tx);
     server.await.unwrap();
     let seen = seen.lock().unwrap().clone();
@@ -224,4 +238,28 @@ async fn a_replica_that_lost_its_lease_writes_nothing() {
     let (ok, seen) = act_with(&enter_scaling(), Answer::Ok, false).await;
     assert!(!ok);
     assert!(seen.is_empty(), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_replica_that_lost_its_lease_applies_deletes_and_scales_no_owned_object() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let hpa: HorizontalPodAutoscaler =
+        serde_json::from_value(json!({"metadata": {"name": "s", "namespace": "ns"}})).unwrap();
+    let (ok, seen) = with_actor(Answer::Ok, false, |actor| async move {
+        let api = kube::Api::<HorizontalPodAutoscaler>::namespaced(actor.client.clone(), "ns");
+        let applied = actor
+            .apply_owned(&api, "HorizontalPodAutoscaler", &scaler("1"), &hpa)
+            .await;
+        let desired = actor.write_desired(&scaler("1"), 2).await;
+        matches!(
+            applied,
+            Err(hoist_operator::error::OperatorError::NotLeader { .. })
+        ) && !desired
+    })
+    .await;
+    assert!(ok, "{seen:?}");
+    assert!(
+        seen.iter().all(|r| r.starts_with("GET ")),
+        "only reads: {seen:?}"
+    );
 }

@@ -26,15 +26,12 @@ use hoist_decide::TargetObservation;
 use hoist_decide::autoscale::{DEFAULT_MAX_HOLD, Timestamp};
 use hoist_decide::modes::ModeReport;
 use hoist_decide::modes::builtin::{Memory, Reading, TickInput, tick};
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::ResourceExt;
 
+use crate::act::Actor;
 use crate::metric_source::{self, MetricsClient, PodTarget};
 use crate::target::Targets;
 use hoist_decide::Observation;
-
-/// Field manager of the builtin autoscaler's writes to a Scaler's /scale.
-pub const SCALE_FIELD_MANAGER: &str = "hoist-autoscaler";
 
 /// The builtin autoscaler of every Scaler in `builtin` mode.
 #[derive(Debug)]
@@ -80,7 +77,7 @@ impl Builtin {
 
     pub async fn step(
         &self,
-        client: &Client,
+        actor: &Actor,
         targets: &Targets,
         scaler: &Scaler,
         builtin: &BuiltinAutoscaling,
@@ -119,7 +116,7 @@ impl Builtin {
                 },
             );
             let wrote = match out.write {
-                Some(n) => write_scale(client, scaler, n).await,
+                Some(n) => actor.write_desired(scaler, n).await,
                 None => false,
             };
             (ModeReport::Builtin(out.report), interval, wrote)
@@ -187,29 +184,6 @@ impl Builtin {
             readings.push(reading);
         }
         readings
-    }
-}
-
-/// Writes `spec.replicas` through the Scaler's /scale; false (logged) when it failed.
-async fn write_scale(client: &Client, scaler: &Scaler, replicas: i32) -> bool {
-    let api: Api<Scaler> = Api::namespaced(client.clone(), &scaler.namespace().unwrap_or_default());
-    let patch = serde_json::json!({"spec": {"replicas": replicas}});
-    let params = PatchParams {
-        field_manager: Some(SCALE_FIELD_MANAGER.to_owned()),
-        ..PatchParams::default()
-    };
-    match api
-        .patch_scale(&scaler.name_any(), &params, &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => {
-            tracing::info!(scaler = %super::who(scaler), replicas, "builtin autoscaler wrote spec.replicas");
-            true
-        }
-        Err(e) => {
-            tracing::warn!(scaler = %super::who(scaler), replicas, error = %e, "builtin autoscaler could not write /scale");
-            false
-        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! `keda` mode: find out whether KEDA is installed (discovery, re-checked on a timer so KEDA
-//! installed later is picked up without a restart), server-side apply the ScaledObject hoist
-//! owns (built by `hoist_decide::modes::keda` as plain JSON), delete it when the mode changes,
+//! installed later is picked up without a restart), the ScaledObject hoist owns (built by
+//! `hoist_decide::modes::keda` as plain JSON), applied and deleted through act,
 //! and watch hoist's `ScaledObject`s once the CRD is served.
 //!
 //! "KEDA absent" is decided by discovery: the API group `keda.sh` or the kind `ScaledObject` is
@@ -14,14 +14,15 @@ use futures::StreamExt;
 use hoist_api::autoscaling::KedaAutoscaling;
 use hoist_api::{MANAGED_BY, MANAGED_BY_LABEL, SCALER_LABEL, Scaler};
 use hoist_decide::modes::keda::{GROUP, KIND, VERSION};
-use hoist_decide::modes::{self, KedaCrd, OWNED_FIELD_MANAGER};
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use hoist_decide::modes::{self, KedaCrd};
+use kube::api::{ApiResource, DynamicObject};
 use kube::discovery::{self, Scope};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc;
 
+use crate::act::Actor;
 use crate::error::OperatorError;
 
 /// How long a discovery answer is trusted when KEDA was absent (or discovery failed).
@@ -172,44 +173,39 @@ async fn discover(client: &Client) -> (KedaCrd, Option<ApiResource>) {
     }
 }
 
-/// Applies the owned ScaledObject; returns its name.
+/// Applies the owned ScaledObject (through act); returns its name.
 pub async fn apply(
-    client: &Client,
+    actor: &Actor,
     ar: &ApiResource,
     scaler: &Scaler,
     keda: &KedaAutoscaling,
 ) -> Result<String, OperatorError> {
-    let who = super::who(scaler);
+    let build_failed = |reason: String| OperatorError::BuildOwned {
+        scaler: super::who(scaler),
+        reason,
+    };
     let object =
-        modes::keda::scaled_object(scaler, keda).map_err(|e| OperatorError::BuildOwned {
-            scaler: who.clone(),
-            reason: e.to_string(),
-        })?;
-    let name = scaler.name_any();
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &scaler.namespace().unwrap_or_default(), ar);
-    super::refuse_foreign(&api, KIND, &name, scaler).await?;
-    api.patch(
-        &name,
-        &PatchParams::apply(OWNED_FIELD_MANAGER).force(),
-        &Patch::Apply(&object),
-    )
-    .await
-    .map_err(|source| OperatorError::ApplyOwned {
-        kind: KIND,
-        scaler: who,
-        source,
-    })?;
-    Ok(name)
+        modes::keda::scaled_object(scaler, keda).map_err(|e| build_failed(e.to_string()))?;
+    let object: DynamicObject =
+        serde_json::from_value(object).map_err(|e| build_failed(e.to_string()))?;
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        actor.client.clone(),
+        &scaler.namespace().unwrap_or_default(),
+        ar,
+    );
+    actor.apply_owned(&api, KIND, scaler, &object).await
 }
 
 /// Deletes every ScaledObject hoist owns for `scaler` (by label and owner uid).
 pub async fn delete_owned(
-    client: &Client,
+    actor: &Actor,
     ar: &ApiResource,
     scaler: &Scaler,
 ) -> Result<usize, OperatorError> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &scaler.namespace().unwrap_or_default(), ar);
-    super::delete_owned(&api, KIND, scaler).await
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        actor.client.clone(),
+        &scaler.namespace().unwrap_or_default(),
+        ar,
+    );
+    actor.delete_owned(&api, KIND, scaler).await
 }

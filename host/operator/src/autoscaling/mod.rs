@@ -10,6 +10,9 @@
 //!   KEDA, `KEDAAvailable=False` and `spec.replicas` applies as set.
 //! - `builtin` ([`builtin`]): hoist's own autoscaler writes the Scaler's /scale on a tick.
 //!
+//! Every write of a mode (an owned object applied or deleted, the builtin autoscaler's desired
+//! count) goes through act ([`crate::act::Actor`]), fenced like the state machine's writes.
+//!
 //! Owned objects carry a controller owner reference (the garbage collector removes them with
 //! the Scaler) and the `hoist.dev/scaler` label; when the mode changes they are found by label
 //! and owner uid and deleted, so a lost name never leaves one behind.
@@ -28,6 +31,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 
+use crate::act::Actor;
 use crate::target::Targets;
 use hoist_decide::Observation;
 
@@ -56,7 +60,6 @@ const HPA_MODE_OFF: &str = "hpa mode is off in this operator (hoist run --hpa-mo
 
 /// The operator's autoscaling state (shared by every reconcile).
 pub struct Autoscalers {
-    client: Client,
     hpa_mode: bool,
     keda: keda::Keda,
     builtin: builtin::Builtin,
@@ -67,81 +70,6 @@ pub struct Autoscalers {
 impl std::fmt::Debug for Autoscalers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Autoscalers").finish_non_exhaustive()
-    }
-}
-
-/// Deletes every object in `api` that hoist owns for `scaler`: found by the owned label and the
-/// Scaler's uid in its owner references, whatever its name (a lost name never leaves one
-/// behind). Returns how many were deleted; one already gone counts as deleted by someone else.
-async fn delete_owned<K>(
-    api: &kube::Api<K>,
-    kind: &'static str,
-    scaler: &Scaler,
-) -> Result<usize, crate::error::OperatorError>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let who = who(scaler);
-    let uid = scaler.uid().unwrap_or_default();
-    let err = |source| crate::error::OperatorError::DeleteOwned {
-        kind,
-        scaler: who.clone(),
-        source,
-    };
-    let selector = hoist_decide::modes::owned_selector(&scaler.name_any());
-    let list = api
-        .list(&kube::api::ListParams::default().labels(&selector))
-        .await
-        .map_err(err)?;
-    let mut deleted = 0;
-    for obj in list
-        .items
-        .iter()
-        .filter(|o| hoist_decide::modes::owned_by(o.meta().owner_references.as_deref(), &uid))
-    {
-        match api
-            .delete(&obj.name_any(), &kube::api::DeleteParams::default())
-            .await
-        {
-            Ok(_) => deleted += 1,
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(err(e)),
-        }
-    }
-    Ok(deleted)
-}
-
-/// Refuses to take over an object hoist does not own: when an object named `name` exists in
-/// `api` and its owner references do not name `scaler` as controller (a user's own HPA or
-/// ScaledObject of the same name), applying would seize it and a later mode change would
-/// delete it. `Ok` when it is absent or already the Scaler's.
-async fn refuse_foreign<K>(
-    api: &kube::Api<K>,
-    kind: &'static str,
-    name: &str,
-    scaler: &Scaler,
-) -> Result<(), crate::error::OperatorError>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let existing =
-        api.get_opt(name)
-            .await
-            .map_err(|source| crate::error::OperatorError::ApplyOwned {
-                kind,
-                scaler: who(scaler),
-                source,
-            })?;
-    let uid = scaler.uid().unwrap_or_default();
-    match existing {
-        Some(o) if !hoist_decide::modes::owned_by(o.meta().owner_references.as_deref(), &uid) => {
-            Err(crate::error::OperatorError::OwnedByOther {
-                kind,
-                name: name.to_owned(),
-                scaler: who(scaler),
-            })
-        }
-        _ => Ok(()),
     }
 }
 
@@ -165,10 +93,9 @@ impl Autoscalers {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Self {
-                keda: keda::Keda::new(client.clone(), namespace, tx, modes.keda),
+                keda: keda::Keda::new(client, namespace, tx, modes.keda),
                 hpa_mode: modes.hpa,
                 builtin: builtin::Builtin::new(),
-                client,
                 cleaned: Mutex::new(HashMap::new()),
             },
             rx,
@@ -191,6 +118,7 @@ impl Autoscalers {
         scaler: &Scaler,
         observed: &Observation,
         targets: &Targets,
+        actor: &Actor,
     ) -> ModeStep {
         let mode = scaler
             .spec
@@ -209,7 +137,7 @@ impl Autoscalers {
         if !matches!(mode, AutoscalingMode::Builtin(_)) {
             self.builtin.forget(&uid);
         }
-        self.clean_up(scaler, mode).await;
+        self.clean_up(scaler, mode, actor).await;
         let who = who(scaler);
         match mode {
             AutoscalingMode::Fixed | AutoscalingMode::External => ModeStep {
@@ -223,7 +151,7 @@ impl Autoscalers {
                 wrote_replicas: false,
             },
             AutoscalingMode::Hpa(h) => {
-                let applied = hpa::apply(&self.client, scaler, h).await.map_err(|e| {
+                let applied = hpa::apply(actor, scaler, h).await.map_err(|e| {
                     tracing::warn!(scaler = %who, error = %e, "applying the HPA failed");
                     e.to_string()
                 });
@@ -237,7 +165,7 @@ impl Autoscalers {
             AutoscalingMode::Keda(k) => {
                 let (crd, ar) = self.keda.crd().await;
                 let applied = match &ar {
-                    Some(ar) => Some(keda::apply(&self.client, ar, scaler, k).await.map_err(|e| {
+                    Some(ar) => Some(keda::apply(actor, ar, scaler, k).await.map_err(|e| {
                         if let crate::error::OperatorError::ApplyOwned {
                             source: kube::Error::Api(s),
                             ..
@@ -264,10 +192,7 @@ impl Autoscalers {
                 }
             }
             AutoscalingMode::Builtin(b) => {
-                let step = self
-                    .builtin
-                    .step(&self.client, targets, scaler, b, observed)
-                    .await;
+                let step = self.builtin.step(actor, targets, scaler, b, observed).await;
                 ModeStep {
                     report: step.report,
                     requeue: Some(step.requeue),
@@ -278,7 +203,7 @@ impl Autoscalers {
     }
 
     /// Deletes the objects hoist owns for modes other than `mode` (once per mode change).
-    async fn clean_up(&self, scaler: &Scaler, mode: AutoscalingMode<'_>) {
+    async fn clean_up(&self, scaler: &Scaler, mode: AutoscalingMode<'_>, actor: &Actor) {
         let uid = scaler.uid().unwrap_or_default();
         let name = mode.name();
         if self
@@ -291,7 +216,7 @@ impl Autoscalers {
         let who = who(scaler);
         let mut done = true;
         if self.hpa_mode && !matches!(mode, AutoscalingMode::Hpa(_)) {
-            match hpa::delete_owned(&self.client, scaler).await {
+            match hpa::delete_owned(actor, scaler).await {
                 Ok(n) if n > 0 => {
                     tracing::info!(scaler = %who, "deleted the HPA of the previous mode");
                 }
@@ -304,7 +229,7 @@ impl Autoscalers {
         }
         if !matches!(mode, AutoscalingMode::Keda(_)) {
             match self.keda.crd().await {
-                (_, Some(ar)) => match keda::delete_owned(&self.client, &ar, scaler).await {
+                (_, Some(ar)) => match keda::delete_owned(actor, &ar, scaler).await {
                     Ok(n) if n > 0 => {
                         tracing::info!(scaler = %who, "deleted the ScaledObject of the previous mode");
                     }

@@ -17,9 +17,12 @@
 //!
 //! Each write first checks the [`Fence`], and each write to the Scaler records the object the
 //! API server returned ([`LatestScalers`]), so the next reconcile continues from it even if the
-//! watch has not delivered it yet. Not here: the objects the autoscaling modes own (their HPA
-//! or ScaledObject, and the builtin autoscaler's desired count), written by
-//! [`crate::autoscaling`] before decide runs.
+//! watch has not delivered it yet. The autoscaling modes' writes ([`owned`]: the HPA or
+//! ScaledObject hoist owns for a Scaler, the builtin autoscaler's desired count) are act's
+//! too; the mode step asks for them before decide runs, since their outcome is part of the
+//! status decide writes.
+
+pub mod owned;
 
 use std::sync::Arc;
 
