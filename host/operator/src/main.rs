@@ -8,13 +8,19 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use hoist_operator::cli;
+
+/// The git revision hoist was built from: `deploy/image` sets `HOIST_GIT_REVISION` for the
+/// build; a plain `cargo build` does not know it.
+const REVISION: &str = match option_env!("HOIST_GIT_REVISION") {
+    Some(r) => r,
+    None => "unknown",
+};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "hoist",
-    version,
     about = "A safe, programmable gate between desired and actual replicas"
 )]
 struct Cli {
@@ -36,7 +42,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Once per process: clap wants the version for the process's life.
+    let version: &'static str =
+        Box::leak(format!("{} (revision {REVISION})", env!("CARGO_PKG_VERSION")).into_boxed_str());
+    let matches = Cli::command().version(version).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Run(args) => cli::run::run(&args),
         Command::Crds(args) => cli::crds::run(&args),

@@ -21,6 +21,14 @@ use crate::error::SandboxError;
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The private cache directory of this process's user inside `volume`, a directory others may
+/// be able to write (a Kubernetes `emptyDir` is created with mode 0777): `volume/uid-<euid>`.
+/// [`DiskCache::open`] creates it with mode 0700 and refuses it unless this user owns it and
+/// nobody else can write it, so whoever else can write `volume` cannot plant code in it.
+pub fn private_cache_dir(volume: &Path) -> PathBuf {
+    volume.join(format!("uid-{}", rustix::process::geteuid().as_raw()))
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct DiskCache {
     dir: PathBuf,
@@ -46,8 +54,17 @@ impl DiskCache {
         if meta.permissions().mode() & 0o022 != 0 {
             return Err(fail(format!(
                 "it is writable by group or others (mode {:o}); precompiled code is only loaded \
-                 from a directory only this user can write",
+                 from a directory only this user can write (give a parent such as a \
+                 Kubernetes emptyDir to `private_cache_dir`)",
                 meta.permissions().mode() & 0o777
+            )));
+        }
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != me {
+            return Err(fail(format!(
+                "it belongs to uid {}, not to this process's uid {me}; precompiled code is only \
+                 loaded from a directory this user owns",
+                meta.uid()
             )));
         }
         // Any stable hasher works: the key only has to be equal for compatible engines. The

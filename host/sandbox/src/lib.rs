@@ -33,6 +33,7 @@ mod sandbox;
 mod text;
 
 pub use allow::AllowList;
+pub use cache::private_cache_dir;
 pub use config::SandboxConfig;
 pub use context::{
     Direction, FailedStage, FailureInfo, HookContext, HookErrorKind, HookOutcome, PodInfo,

@@ -166,6 +166,45 @@ fn a_cache_dir_others_can_write_is_refused() {
     assert!(matches!(err, SandboxError::CacheDir { .. }), "{err:?}");
 }
 
+#[test]
+fn an_emptydir_volume_holds_a_private_cache_that_no_other_user_can_plant() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // The kubelet creates an emptyDir with mode 0777.
+    let dir = tempfile::tempdir().unwrap();
+    let volume = dir.path().join("emptydir");
+    std::fs::create_dir(&volume).unwrap();
+    std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let private = hoist_sandbox::private_cache_dir(&volume);
+    assert!(private.starts_with(&volume));
+    Sandbox::new(SandboxConfig {
+        cache_dir: Some(private.clone()),
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let meta = std::fs::metadata(&private).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+
+    // Another user who can write the volume made that directory first: it is refused (this
+    // part needs root to give the directory away, as the tests run in CI).
+    std::fs::remove_dir(&private).unwrap();
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let given_away = std::process::Command::new("chown")
+        .arg("12345")
+        .arg(&private)
+        .status()
+        .is_ok_and(|s| s.success());
+    if given_away {
+        assert_eq!(std::fs::metadata(&private).unwrap().uid(), 12345);
+        let err = Sandbox::new(SandboxConfig {
+            cache_dir: Some(private),
+            ..SandboxConfig::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("belongs to uid 12345"), "{err}");
+    }
+}
+
 /// Run as a subprocess by `second_process_load_hits_disk_cache`: load trino-drain with the
 /// cache dir from the environment and print where it came from.
 #[test]

@@ -41,7 +41,9 @@ pub struct Args {
     /// Address of the /healthz, /readyz and /metrics endpoint.
     #[arg(long, env = "HOIST_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
-    /// Directory for precompiled plugins (kept across restarts when it is on a volume).
+    /// Directory for precompiled plugins (kept across restarts when it is on a volume). It may be
+    /// writable by others (a Kubernetes emptyDir): the cache is a private `uid-<euid>`
+    /// directory inside it.
     #[arg(long, env = "HOIST_PLUGIN_CACHE_DIR")]
     pub plugin_cache_dir: Option<PathBuf>,
     /// Largest linear memory of one plugin call, in MiB.
@@ -190,10 +192,14 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
     tracing::info!(addr = %bound, "serving /healthz /readyz /metrics");
     let server = tokio::spawn(serve);
 
-    let cache_dir = args
-        .plugin_cache_dir
-        .clone()
-        .unwrap_or_else(default_cache_dir);
+    // The flag names a volume others may write (an emptyDir is mode 0777): the cache is this
+    // user's private directory inside it.
+    let cache_dir = hoist_sandbox::private_cache_dir(
+        &args
+            .plugin_cache_dir
+            .clone()
+            .unwrap_or_else(default_cache_dir),
+    );
     let sandbox = Sandbox::new(SandboxConfig {
         cache_dir: Some(cache_dir),
         memory_limit_bytes: args.plugin_memory_mib.saturating_mul(1024 * 1024),
