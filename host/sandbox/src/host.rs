@@ -13,7 +13,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use crate::allow::AllowList;
 use crate::bindings::{log, types};
-use crate::runner::CallIdentity;
+use crate::call::CallIdentity;
 use crate::text::{bounded_text, loggable_text};
 
 /// Longest guest log message written, in bytes, after escaping (see [`crate::loggable_text`]);

@@ -23,6 +23,7 @@
 mod allow;
 mod bindings;
 mod cache;
+mod call;
 mod config;
 mod context;
 mod error;
@@ -33,6 +34,7 @@ mod sandbox;
 mod text;
 
 pub use allow::AllowList;
+pub use call::{CallIdentity, CallOptions};
 pub use config::SandboxConfig;
 pub use context::{
     Direction, FailedStage, FailureInfo, HookContext, HookErrorKind, HookOutcome, PodInfo,
@@ -41,7 +43,7 @@ pub use context::{
 pub use error::SandboxError;
 pub use host::{LOG_BYTES_PER_CALL, LOG_LINES_PER_CALL, MAX_LOG_LINE_BYTES};
 pub use plugin::{LoadSource, Plugin};
-pub use runner::{BoxFuture, CallIdentity, CallOptions, HookName, HookRunner};
+pub use runner::{BoxFuture, HookName, HookRunner};
 pub use sandbox::{LoadStats, Sandbox};
 pub use text::{MAX_MESSAGE_BYTES, bounded_text, loggable_text};
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use crate::allow::AllowList;
 use crate::bindings::types as wit;
+use crate::call::{CallIdentity, CallOptions};
 use crate::context::{FailureInfo, HookContext, HookOutcome, split_hook_error};
 use crate::error::SandboxError;
 use crate::host::{CapturedOutput, HostState, MAX_LOG_LINE_BYTES, guest_failure_text};
@@ -19,41 +19,6 @@ use crate::text::{MAX_MESSAGE_BYTES, bounded_text, loggable_text};
 
 /// A boxed future, so that [`HookRunner`] stays object-safe (`Arc<dyn HookRunner>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Who a call is for; attached to every log line of the call.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CallIdentity {
-    /// Namespace of the Scaler.
-    pub namespace: String,
-    /// Name of the Scaler.
-    pub scaler: String,
-    /// The operation id.
-    pub operation: String,
-    /// Attempt number of this stage.
-    pub attempt: u32,
-}
-
-/// Per-call limits and identity.
-#[derive(Debug, Clone)]
-pub struct CallOptions {
-    /// Wall-clock limit for the whole call: guest code and host calls (HTTP) alike.
-    pub deadline: Duration,
-    /// Hosts the plugin may send HTTP requests to.
-    pub allowed_hosts: AllowList,
-    /// For logs.
-    pub identity: CallIdentity,
-}
-
-impl CallOptions {
-    /// Options with a deadline, an allow-list and an identity.
-    pub fn new(deadline: Duration, allowed_hosts: AllowList, identity: CallIdentity) -> Self {
-        CallOptions {
-            deadline,
-            allowed_hosts,
-            identity,
-        }
-    }
-}
 
 /// The four hooks of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
