@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hoist_api::{Scaler, Stage};
-use hoist_decide::{Direction, Hook, HookCall, HookResult};
+use hoist_decide::{HookCall, HookResult};
 use hoist_sandbox::{
-    AllowList, CallIdentity, CallOptions, FailedStage, FailureInfo, HookContext, HookName,
-    HookOutcome, HookRunner,
+    AllowList, CallIdentity, CallOptions, FailedStage, FailureInfo, HookContext, HookOutcome,
+    HookRunner,
 };
+use hoist_types::{Direction, Hook};
 use kube::ResourceExt;
 
 use crate::fence::Fence;
@@ -36,15 +37,6 @@ impl std::fmt::Debug for HookEnv {
     }
 }
 
-fn hook_name(hook: Hook) -> HookName {
-    match hook {
-        Hook::PreScale => HookName::PreScale,
-        Hook::PostScale => HookName::PostScale,
-        Hook::OnFailure => HookName::OnFailure,
-        Hook::ValidateConfig => HookName::ValidateConfig,
-    }
-}
-
 fn failed_stage(stage: Stage) -> FailedStage {
     match stage {
         Stage::Scaling => FailedStage::Scaling,
@@ -62,7 +54,7 @@ impl HookEnv {
         call: &HookCall,
         selector: Option<&str>,
     ) -> HookResult {
-        let name = hook_name(call.hook);
+        let hook = call.hook;
         let started = Instant::now();
         let result = self.run_inner(scaler, call, selector).await;
         let outcome = match &result {
@@ -75,7 +67,7 @@ impl HookEnv {
             .hook_calls
             .get_or_create(&HookLabels {
                 plugin: plugin.clone(),
-                hook: name.as_str(),
+                hook: hook.as_str(),
                 outcome,
             })
             .inc();
@@ -83,7 +75,7 @@ impl HookEnv {
             .hook_duration
             .get_or_create(&HookLatencyLabels {
                 plugin,
-                hook: name.as_str(),
+                hook: hook.as_str(),
             })
             .observe(started.elapsed().as_secs_f64());
         result
@@ -133,8 +125,8 @@ impl HookEnv {
                 reason: e.to_string(),
             };
         }
-        let hook = hook_name(call.hook);
-        if call.hook == Hook::ValidateConfig {
+        let hook = call.hook;
+        if hook == Hook::ValidateConfig {
             let options = CallOptions::new(
                 call.timeout,
                 AllowList::new(hooks.allowed_hosts.iter()),
@@ -180,7 +172,7 @@ impl HookEnv {
             },
             None => Vec::new(),
         };
-        let choosing = if call.hook == Hook::PreScale {
+        let choosing = if hook == Hook::PreScale {
             Choosing::Complete
         } else {
             Choosing::Keep
@@ -223,10 +215,7 @@ impl HookEnv {
             operation_id: op.id.clone(),
             from_replicas: op.from.unsigned_abs(),
             to_replicas: op.to.unsigned_abs(),
-            direction: match op.direction {
-                Direction::Up => hoist_sandbox::Direction::Up,
-                Direction::Down => hoist_sandbox::Direction::Down,
-            },
+            direction: op.direction,
             pods_removed: removed,
             pods_added: added,
             all_pods: all,
@@ -236,7 +225,7 @@ impl HookEnv {
             elapsed_in_stage: op.elapsed_in_stage,
         };
         let options = CallOptions::new(call.timeout, allow, identity);
-        let outcome = match call.hook {
+        let outcome = match hook {
             Hook::PreScale => self.runner.pre_scale(&plugin, &ctx, &options).await,
             Hook::PostScale => self.runner.post_scale(&plugin, &ctx, &options).await,
             // ValidateConfig returned above; only OnFailure reaches this arm.

@@ -1,11 +1,11 @@
 //! The typed interface the operator calls hooks through, and its wasmtime implementation.
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
+use hoist_types::Hook;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::bindings::types as wit;
@@ -19,37 +19,6 @@ use crate::text::{MAX_MESSAGE_BYTES, bounded_text, loggable_text};
 
 /// A boxed future, so that [`HookRunner`] stays object-safe (`Arc<dyn HookRunner>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// The four hooks of the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HookName {
-    /// `pre-scale`
-    PreScale,
-    /// `post-scale`
-    PostScale,
-    /// `on-failure`
-    OnFailure,
-    /// `validate-config`
-    ValidateConfig,
-}
-
-impl HookName {
-    /// The WIT name (`pre-scale`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookName::PreScale => "pre-scale",
-            HookName::PostScale => "post-scale",
-            HookName::OnFailure => "on-failure",
-            HookName::ValidateConfig => "validate-config",
-        }
-    }
-}
-
-impl fmt::Display for HookName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Calls a plugin's hooks. Implemented by [`Sandbox`]; the operator holds it as
 /// `Arc<dyn HookRunner>` so the state machine can be tested with a fake.
@@ -89,17 +58,17 @@ pub trait HookRunner: Send + Sync {
 }
 
 enum Invocation<'a> {
-    Scale(HookName, &'a HookContext),
+    Scale(Hook, &'a HookContext),
     Failure(&'a HookContext, &'a FailureInfo),
     Validate(&'a str),
 }
 
 impl Invocation<'_> {
-    fn hook(&self) -> HookName {
+    fn hook(&self) -> Hook {
         match self {
             Invocation::Scale(h, _) => *h,
-            Invocation::Failure(..) => HookName::OnFailure,
-            Invocation::Validate(_) => HookName::ValidateConfig,
+            Invocation::Failure(..) => Hook::OnFailure,
+            Invocation::Validate(_) => Hook::ValidateConfig,
         }
     }
 }
@@ -117,7 +86,7 @@ impl HookRunner for Sandbox {
         ctx: &'a HookContext,
         options: &'a CallOptions,
     ) -> BoxFuture<'a, Result<HookOutcome, SandboxError>> {
-        Box::pin(self.scale_hook(plugin, HookName::PreScale, ctx, options))
+        Box::pin(self.scale_hook(plugin, Hook::PreScale, ctx, options))
     }
 
     fn post_scale<'a>(
@@ -126,7 +95,7 @@ impl HookRunner for Sandbox {
         ctx: &'a HookContext,
         options: &'a CallOptions,
     ) -> BoxFuture<'a, Result<HookOutcome, SandboxError>> {
-        Box::pin(self.scale_hook(plugin, HookName::PostScale, ctx, options))
+        Box::pin(self.scale_hook(plugin, Hook::PostScale, ctx, options))
     }
 
     fn on_failure<'a>(
@@ -137,7 +106,7 @@ impl HookRunner for Sandbox {
         options: &'a CallOptions,
     ) -> BoxFuture<'a, Result<(), SandboxError>> {
         Box::pin(async move {
-            let hook = HookName::OnFailure.as_str();
+            let hook = Hook::OnFailure.as_str();
             let (answer, denied) = self
                 .invoke(plugin, Invocation::Failure(ctx, failure), options)
                 .await?;
@@ -169,7 +138,7 @@ impl HookRunner for Sandbox {
                     MAX_MESSAGE_BYTES,
                 ))),
                 _ => Err(SandboxError::HookResult {
-                    hook: HookName::ValidateConfig.as_str(),
+                    hook: Hook::ValidateConfig.as_str(),
                     message: "unexpected answer".into(),
                 }),
             }
@@ -204,7 +173,7 @@ impl Sandbox {
     async fn scale_hook(
         &self,
         plugin: &Plugin,
-        name: HookName,
+        name: Hook,
         ctx: &HookContext,
         options: &CallOptions,
     ) -> Result<HookOutcome, SandboxError> {
@@ -286,7 +255,7 @@ impl Sandbox {
             let answer = match invocation {
                 Invocation::Scale(name, ctx) => {
                     let ctx = wit::ScaleContext::from(ctx);
-                    let r = if name == HookName::PostScale {
+                    let r = if name == Hook::PostScale {
                         hooks.call_post_scale(&mut store, &ctx).await
                     } else {
                         hooks.call_pre_scale(&mut store, &ctx).await

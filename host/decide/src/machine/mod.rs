@@ -436,15 +436,6 @@ impl<'a> Machine<'a> {
     }
 }
 
-fn hook_name(hook: Hook) -> &'static str {
-    match hook {
-        Hook::PreScale => "pre-scale",
-        Hook::PostScale => "post-scale",
-        Hook::OnFailure => "on-failure",
-        Hook::ValidateConfig => "validate-config",
-    }
-}
-
 fn short(digest: &str) -> String {
     format!("sha256:{}", digest.get(..12).unwrap_or(digest))
 }

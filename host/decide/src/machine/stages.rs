@@ -9,7 +9,7 @@ use super::{
     Blocked, CONFLICT_POLL, Direction, EventKind, Failure, FailurePolicy, Hook, HookCall,
     HookFailure, HookResult, HooksGate, MAX_PLUGIN_TEXT, MIN_HOOK_CALL, MIN_HOOK_RETRY, Machine,
     OnFailure, Operation, OperationTarget, RETRY_ANNOTATION, SCALING_POLL, Stage,
-    TARGET_UNAVAILABLE_POLL, TargetObservation, Time, add, bounded, hook_name, remaining,
+    TARGET_UNAVAILABLE_POLL, TargetObservation, Time, add, bounded, remaining,
 };
 
 /// A failed operation a retry may continue: its id, its change, and whether its target was
@@ -175,7 +175,7 @@ impl Machine<'_> {
                     "PostScaleFailed"
                 };
                 let reason = bounded(&reason, MAX_PLUGIN_TEXT);
-                self.hook_failed(hook, code, format!("{} failed: {reason}", hook_name(hook)));
+                self.hook_failed(hook, code, format!("{hook} failed: {reason}"));
             }
         }
     }
@@ -206,8 +206,7 @@ impl Machine<'_> {
         // fail on its own deadline, reported as the hook's failure instead of the stage's.
         if remaining(self.now, deadline) < MIN_HOOK_CALL {
             let message = format!(
-                "{} did not finish within the {} deadline of {stage}",
-                hook_name(hook),
+                "{hook} did not finish within the {} deadline of {stage}",
                 hoist_api::Duration::from(timeout)
             );
             self.hook_failed(hook, "StageTimeout", message);
@@ -574,10 +573,7 @@ impl Machine<'_> {
             self.event(
                 EventKind::Warning,
                 "HookFailedOpen",
-                format!(
-                    "{message}; failurePolicy FailOpen: continuing without {}",
-                    hook_name(hook)
-                ),
+                format!("{message}; failurePolicy FailOpen: continuing without {hook}"),
             );
             self.pass_hook_stage(hook, Some(message));
         } else {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use hoist_api::{Scaler, ScalerStatus, Stage};
+pub use hoist_types::{Direction, Hook};
 
 /// A snapshot of everything the state machine depends on. Nothing else is read: the same
 /// observation always gives the same plan.
@@ -119,35 +120,6 @@ pub enum HookResult {
         /// Why.
         reason: String,
     },
-}
-
-/// Which export of the plugin to call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Hook {
-    /// `pre-scale`, before the target is written.
-    PreScale,
-    /// `post-scale`, after the target runs the new count.
-    PostScale,
-    /// `on-failure`, after an operation went to Failed (best effort).
-    OnFailure,
-    /// `validate-config`, before any operation uses a plugin/configuration pair.
-    ValidateConfig,
-}
-
-/// Whether an operation adds or removes replicas.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// `to > from`.
-    Up,
-    /// `to < from`.
-    Down,
-}
-
-impl Direction {
-    /// The direction of a change from `from` to `to` (`Up` when equal, as Stackable does).
-    pub fn of(from: i32, to: i32) -> Self {
-        if to >= from { Self::Up } else { Self::Down }
-    }
 }
 
 /// A hook the operator must call before acting (phase 1 of the protocol).
