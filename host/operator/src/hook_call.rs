@@ -62,7 +62,7 @@ impl HookEnv {
             HookResult::InProgress { .. } => "in_progress",
             HookResult::Failed { .. } => "failed",
         };
-        let plugin: String = call.plugin_digest.chars().take(12).collect();
+        let plugin = call.plugin_digest.short().to_owned();
         self.metrics
             .hook_calls
             .get_or_create(&HookLabels {

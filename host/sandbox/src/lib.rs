@@ -40,7 +40,7 @@ pub use context::{
     FailedStage, FailureInfo, HookContext, HookErrorKind, HookOutcome, PodInfo, TargetRef,
 };
 pub use error::SandboxError;
-pub use hoist_types::{Direction, Hook};
+pub use hoist_types::{Digest, Direction, Hook};
 pub use host::{LOG_BYTES_PER_CALL, LOG_LINES_PER_CALL, MAX_LOG_LINE_BYTES};
 pub use plugin::{LoadSource, Plugin};
 pub use runner::{BoxFuture, HookRunner};

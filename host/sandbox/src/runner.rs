@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use hoist_types::Hook;
+use hoist_types::{Digest, Hook};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::bindings::types as wit;
@@ -320,7 +320,7 @@ impl Sandbox {
 fn report(
     identity: &CallIdentity,
     hook: &'static str,
-    digest: &str,
+    digest: &Digest,
     stderr: &str,
     error: Option<&SandboxError>,
     started: Instant,
@@ -344,7 +344,7 @@ fn report(
             hook,
             operation = %identity.operation,
             attempt = identity.attempt,
-            plugin = &digest[..digest.len().min(12)],
+            plugin = digest.short(),
             reason = err.reason(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
             "hook call failed: {}",

@@ -1,11 +1,16 @@
 //! Small domain types the host crates share, so that each fact has one type: which hook
-//! ([`Hook`]) and which way an operation goes ([`Direction`]). `hoist-decide` (no wasm) and
-//! `hoist-sandbox` (no Kubernetes) both depend on this crate and on nothing of each other.
+//! ([`Hook`]), which way an operation goes ([`Direction`]) and which plugin ([`Digest`]).
+//! `hoist-decide` (no wasm) and `hoist-sandbox` (no Kubernetes) both depend on this crate and
+//! on nothing of each other.
 #![forbid(unsafe_code)]
+
+mod digest;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+pub use digest::{Digest, DigestError};
 
 /// A hook of the `hoist:hooks` contract: which export of the plugin to call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use hoist_api::{Scaler, ScalerStatus, Stage};
-pub use hoist_types::{Direction, Hook};
+pub use hoist_types::{Digest, Direction, Hook};
 
 /// A snapshot of everything the state machine depends on. Nothing else is read: the same
 /// observation always gives the same plan.
@@ -83,10 +83,10 @@ pub struct TargetScale {
 pub enum PluginAvailability {
     /// `spec.hooks` is absent.
     NotConfigured,
-    /// Loaded and verified; `digest` is its sha256 (hex).
+    /// Loaded and verified.
     Ready {
-        /// sha256 of the component, lowercase hex.
-        digest: String,
+        /// The plugin's digest.
+        digest: Digest,
     },
     /// Being fetched, compiled or verified.
     Loading,
@@ -115,7 +115,7 @@ pub enum HookResult {
         message: Option<String>,
     },
     /// The hook returned an error, trapped, ran out of time or memory, or could not be run
-    /// (e.g. the operation's plugin digest is no longer loaded).
+    /// (e.g. the operation's plugin digest is no longer loaded, or not a digest at all).
     Failed {
         /// Why.
         reason: String,
@@ -129,7 +129,7 @@ pub struct HookCall {
     pub hook: Hook,
     /// The plugin to call: for an operation in flight, the digest it started with (not
     /// necessarily the ConfigMap's current one).
-    pub plugin_digest: String,
+    pub plugin_digest: Digest,
     /// Deadline of this call: `spec.hooks.callTimeout`, never past the stage deadline.
     pub timeout: Duration,
     /// The operation the hook is about; `None` for `ValidateConfig`.
