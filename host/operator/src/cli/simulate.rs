@@ -41,8 +41,10 @@ use hoist_api::autoscaling::{
     HpaTuning, KpaTuning, PrometheusMetric,
 };
 use hoist_api::{Scaler, ScalerSpec};
-use hoist_decide::autoscale::{Algorithm, AlgorithmState, Autoscaler, Metric, Timestamp};
-use hoist_decide::modes::builtin::{Memory, TickDecision, TickInput, algorithm, tick};
+use hoist_decide::autoscale::{Algorithm, Metric, Timestamp};
+use hoist_decide::modes::builtin::{
+    Memory, MetricsHealth, TickDecision, TickInput, algorithm, tick,
+};
 
 /// The algorithm, as a flag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -542,11 +544,6 @@ pub fn replay(setup: &Setup, trace: &[Row]) -> Result<Replay> {
     // Every replica's ready time; the workload's count is the length.
     let mut pods: Vec<i64> = vec![first.at_ms; usize::try_from(setup.initial).unwrap_or(0)];
     let mut memory = Memory::default();
-    // The same algorithm fed the same inputs, to see its panic state (the tick does not say).
-    let shadow_algorithm: Algorithm = algorithm(&setup.builtin);
-    let mut shadow = AlgorithmState::default();
-    let max_hold_ms = i64::try_from(setup.max_hold.as_millis()).unwrap_or(i64::MAX);
-    let mut last_good: Option<(i64, Metric)> = None;
     let mut samples = Vec::new();
     let mut row = 0usize;
     let mut now = first.at_ms;
@@ -561,48 +558,26 @@ pub fn replay(setup: &Setup, trace: &[Row]) -> Result<Replay> {
             MetricKind::Total => Metric::total(v, setup.target),
             MetricKind::PerPod => Metric::per_pod(v, setup.target),
         });
-        if let Some(m) = metric {
-            last_good = Some((now, m));
-        }
-        // What the tick will decide from: the fresh value, or the last one while it may be held.
-        let used = match (metric, last_good) {
-            (Some(m), _) => Some(m),
-            (None, Some((at, m))) if now.saturating_sub(at) <= max_hold_ms => Some(m),
-            (None, _) => None,
-        };
-        let held_value = metric.is_none() && used.is_some();
         let readings = [metric.ok_or_else(|| "the trace has no value (source down)".to_owned())];
-        let ts = Timestamp::from_unix_millis(now);
         let outcome = tick(
             &mut memory,
             &TickInput {
                 spec: &setup.spec,
                 builtin: &setup.builtin,
-                now: ts,
+                now: Timestamp::from_unix_millis(now),
                 current_replicas: current,
                 ready_replicas: ready,
                 readings: &readings,
                 max_hold: setup.max_hold,
             },
         );
-        let panicking = used.is_some_and(|m| {
-            let shadow_input = hoist_decide::autoscale::MetricInput {
-                current_replicas: current,
-                ready_replicas: ready,
-                bounds: hoist_decide::autoscale::Bounds::new(
-                    setup.spec.effective_min_replicas(),
-                    setup.spec.effective_max_replicas(),
-                ),
-                metrics: &[m],
-            };
-            match shadow_algorithm.recommend(&mut shadow, ts, &shadow_input) {
-                hoist_decide::autoscale::Decision::Scale(r) => r.panicking,
-                hoist_decide::autoscale::Decision::Hold(_) => false,
-            }
-        });
-        let desired = match outcome.report.decision {
-            TickDecision::Recommended { desired, .. } => Some(desired),
-            TickDecision::Held(_) | TickDecision::Paused => None,
+        // The tick says whether it decided on a held value, and whether the algorithm panicked.
+        let held_value = matches!(outcome.report.metrics, MetricsHealth::Held { .. });
+        let (desired, panicking) = match outcome.report.decision {
+            TickDecision::Recommended {
+                desired, panicking, ..
+            } => (Some(desired), panicking),
+            TickDecision::Held(_) | TickDecision::Paused => (None, false),
         };
         let changed = if let Some(n) = outcome.write {
             let n = usize::try_from(n.max(0)).unwrap_or(0);
