@@ -52,7 +52,7 @@ mod machine;
 pub mod modes;
 
 pub use machine::{
-    CONFLICT_POLL, Decision, Direction, Event, EventKind, FinalizerChange, Hook, HookCall,
+    CONFLICT_POLL, Decision, Digest, Direction, Event, EventKind, FinalizerChange, Hook, HookCall,
     HookFailure, HookOperation, HookResult, MAX_PLUGIN_TEXT, MIN_HOOK_CALL, MIN_HOOK_RETRY,
     Observation, PLUGIN_LOADING_POLL, Plan, PluginAvailability, Rival, SCALING_POLL,
     TARGET_UNAVAILABLE_POLL, TargetConflict, TargetObservation, TargetScale, bounded, config_hash,

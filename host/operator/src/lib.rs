@@ -7,6 +7,7 @@
 //! - [`reconcile`]: one reconcile of one Scaler, step by step, and its error.
 //! - [`observe`]: read the target and the plugin for one Scaler.
 //! - [`hook_call`]: build a hook's context from the cluster and call it in the sandbox.
+//! - [`leaving_pods`]: which pods an operation removes and adds (the hook context's pods).
 //! - [`act`]: the only writer for a Scaler, in the protocol's order, fenced by [`fence`].
 //! - [`latest`]: hoist's own writes the watch has not delivered yet; conflict backoff.
 //! - [`autoscaling`], [`metric_source`]: the autoscaling modes and their metric sources.
@@ -26,6 +27,7 @@ pub mod hook_call;
 pub mod http_server;
 pub mod latest;
 pub mod leader;
+pub mod leaving_pods;
 pub mod metric_source;
 pub mod metrics;
 pub mod observe;

@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
+use hoist_types::Digest;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ObjectMeta;
-use sha2::{Digest, Sha256};
 
 /// Label naming the plugin; the operator selects plugin `ConfigMaps` by it.
 pub const LABEL: &str = "hoist.dev/plugin";
@@ -83,11 +83,6 @@ pub enum PluginConfigMapError {
     },
 }
 
-/// Hex sha256 of bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 fn validate_name(name: &str) -> Result<(), PluginConfigMapError> {
     let fail = |reason: &str| PluginConfigMapError::BuildName {
         name: name.to_string(),
@@ -121,7 +116,7 @@ pub fn build(
     component: &[u8],
 ) -> Result<ConfigMap, PluginConfigMapError> {
     validate_name(name)?;
-    let digest = sha256_hex(component);
+    let digest = Digest::of(component).to_string();
     let plain_size = DEFAULT_KEY.len() + component.len();
     let (key, data) = if plain_size <= CONFIGMAP_LIMIT_BYTES {
         (DEFAULT_KEY.to_string(), component.to_vec())
@@ -206,13 +201,13 @@ pub fn component_bytes(cm: &ConfigMap, key: &str) -> Result<Vec<u8>, PluginConfi
         .as_ref()
         .and_then(|a| a.get(SHA256_ANNOTATION))
     {
-        let actual = sha256_hex(&bytes);
-        if !actual.eq_ignore_ascii_case(expected.trim()) {
+        let actual = Digest::of(&bytes);
+        if !actual.as_str().eq_ignore_ascii_case(expected.trim()) {
             return Err(PluginConfigMapError::ReadDigestMismatch {
                 configmap,
                 key: used_key,
                 expected: expected.clone(),
-                actual,
+                actual: actual.to_string(),
             });
         }
     }
@@ -264,7 +259,7 @@ mod tests {
         assert_eq!(cm.metadata.labels.as_ref().unwrap()[LABEL], "trino-drain");
         assert_eq!(
             cm.metadata.annotations.as_ref().unwrap()[SHA256_ANNOTATION],
-            sha256_hex(&component)
+            Digest::of(&component).as_str()
         );
         assert!(cm.binary_data.as_ref().unwrap().contains_key("plugin.wasm"));
         assert_eq!(component_bytes(&cm, DEFAULT_KEY).unwrap(), component);

@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use hoist_api::PluginRef;
 use hoist_decide::PluginAvailability;
 use hoist_sandbox::{Plugin, Sandbox};
+use hoist_types::Digest;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::reflector::{ObjectRef, Store};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::metrics::{Metrics, ResultLabels};
@@ -60,18 +60,18 @@ impl std::fmt::Display for SourceKey {
 #[derive(Debug, Clone)]
 pub struct LoadFinished {
     pub source: SourceKey,
-    pub digest: String,
+    pub digest: Digest,
     pub error: Option<String>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     /// The last digest of each source that verified.
-    last_good: HashMap<SourceKey, String>,
+    last_good: HashMap<SourceKey, Digest>,
     /// Digests that failed to load, with why.
-    rejected: HashMap<String, String>,
+    rejected: HashMap<Digest, String>,
     /// Digests being loaded now.
-    loading: HashSet<String>,
+    loading: HashSet<Digest>,
     /// What each source's ConfigMap version holds: decoded and hashed once per (uid,
     /// resourceVersion), not on every reconcile.
     seen: HashMap<SourceKey, SeenVersion>,
@@ -82,7 +82,7 @@ struct Inner {
 struct SeenVersion {
     uid: Option<String>,
     resource_version: Option<String>,
-    digest: Result<String, String>,
+    digest: Result<Digest, String>,
 }
 
 /// The operator's plugins.
@@ -99,11 +99,6 @@ impl std::fmt::Debug for PluginRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginRegistry").finish_non_exhaustive()
     }
-}
-
-/// Lowercase hex sha256, the plugin identity everywhere in hoist.
-pub fn digest_of(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 impl PluginRegistry {
@@ -145,7 +140,7 @@ impl PluginRegistry {
 
     /// The digest the source's ConfigMap holds now, hashed only when its version changed;
     /// with the bytes when they had to be decoded for that.
-    fn current_digest(&self, source: &SourceKey) -> (Result<String, String>, Option<Vec<u8>>) {
+    fn current_digest(&self, source: &SourceKey) -> (Result<Digest, String>, Option<Vec<u8>>) {
         let cm = self
             .configmaps
             .get(&ObjectRef::new(&source.config_map).within(&source.namespace));
@@ -163,7 +158,7 @@ impl PluginRegistry {
             return (seen.digest.clone(), None);
         }
         let bytes = self.read_source(source);
-        let digest = bytes.as_ref().map(|b| digest_of(b)).map_err(Clone::clone);
+        let digest = bytes.as_ref().map(|b| Digest::of(b)).map_err(Clone::clone);
         if let Some((uid, resource_version)) = version {
             self.lock().seen.insert(
                 source.clone(),
@@ -181,7 +176,7 @@ impl PluginRegistry {
     /// source a Scaler names, nor the digest of an operation in flight. The precompiled
     /// artifacts stay on disk (an operation can load its digest from there again).
     pub fn retain(&self, scalers: &[std::sync::Arc<hoist_api::Scaler>]) -> usize {
-        let mut keep: HashSet<String> = HashSet::new();
+        let mut keep: HashSet<Digest> = HashSet::new();
         let inner = self.lock();
         for s in scalers {
             let namespace = s.metadata.namespace.clone().unwrap_or_default();
@@ -198,7 +193,9 @@ impl PluginRegistry {
                 .status
                 .as_ref()
                 .and_then(|st| st.operation.as_ref())
-                .and_then(|op| op.plugin_digest.clone())
+                .and_then(|op| op.plugin_digest.as_deref())
+                // Text that is not a digest names no loaded plugin.
+                .and_then(|d| Digest::parse(d).ok())
             {
                 keep.insert(d);
             }
@@ -221,7 +218,9 @@ impl PluginRegistry {
         let source = SourceKey::new(namespace, plugin);
         let pin = plugin.sha256.as_deref();
         let fallback = |reason: String, inner: &Inner| match inner.last_good.get(&source) {
-            Some(good) if pin.is_none_or(|p| p == good) && self.sandbox.get(good).is_some() => {
+            Some(good)
+                if pin.is_none_or(|p| p == good.as_str()) && self.sandbox.get(good).is_some() =>
+            {
                 PluginAvailability::Ready {
                     digest: good.clone(),
                 }
@@ -233,7 +232,7 @@ impl PluginRegistry {
             (Err(reason), _) => return fallback(reason, &self.lock()),
         };
         if let Some(pin) = pin
-            && pin != digest
+            && pin != digest.as_str()
         {
             let reason = format!(
                 "{source} holds a plugin with sha256 {digest}, but spec.hooks.plugin.sha256 pins {pin}"
@@ -257,7 +256,7 @@ impl PluginRegistry {
                 None => self.read_source(&source),
             };
             match bytes {
-                Ok(bytes) if digest_of(&bytes) == digest => {
+                Ok(bytes) if Digest::of(&bytes) == digest => {
                     inner.loading.insert(digest.clone());
                     self.spawn_load(source.clone(), digest.clone(), bytes);
                 }
@@ -269,7 +268,9 @@ impl PluginRegistry {
         }
         // While the new version loads, the last good one (if any) serves new operations.
         match inner.last_good.get(&source) {
-            Some(good) if pin.is_none_or(|p| p == good) && self.sandbox.get(good).is_some() => {
+            Some(good)
+                if pin.is_none_or(|p| p == good.as_str()) && self.sandbox.get(good).is_some() =>
+            {
                 PluginAvailability::Ready {
                     digest: good.clone(),
                 }
@@ -278,7 +279,7 @@ impl PluginRegistry {
         }
     }
 
-    fn spawn_load(&self, source: SourceKey, digest: String, bytes: Vec<u8>) {
+    fn spawn_load(&self, source: SourceKey, digest: Digest, bytes: Vec<u8>) {
         let this = self.clone();
         tokio::spawn(async move {
             let sandbox = this.sandbox.clone();
@@ -323,7 +324,7 @@ impl PluginRegistry {
         &self,
         namespace: &str,
         plugin: &PluginRef,
-        digest: &str,
+        digest: &Digest,
     ) -> Result<Arc<Plugin>, String> {
         if let Some(p) = self.sandbox.get(digest) {
             return Ok(p);
@@ -332,12 +333,12 @@ impl PluginRegistry {
         let current = self.read_source(&source);
         if current
             .as_ref()
-            .map_or(true, |bytes| digest_of(bytes) != digest)
+            .map_or(true, |bytes| Digest::of(bytes) != *digest)
         {
             // The source moved on (or is gone) since the operation started, e.g. a swap and a
             // restart mid-operation: the precompiled artifact of its digest is still on disk.
             let sandbox = self.sandbox.clone();
-            let wanted = digest.to_owned();
+            let wanted = digest.clone();
             let cached = tokio::task::spawn_blocking(move || sandbox.load_cached(&wanted))
                 .await
                 .map_err(|e| format!("the load task failed: {e}"))?
@@ -349,7 +350,7 @@ impl PluginRegistry {
                 }
                 (None, Ok(bytes)) => Err(format!(
                     "the operation runs plugin {digest}, which is neither loaded nor in the precompile cache, and {source} now holds {}; retry the Scaler to start over with the current plugin",
-                    digest_of(&bytes)
+                    Digest::of(&bytes)
                 )),
                 (None, Err(reason)) => Err(reason),
             };
@@ -362,7 +363,7 @@ impl PluginRegistry {
             .await
             .map_err(|e| format!("the load task failed: {e}"))?
             .map_err(|e| e.to_string())?;
-        self.lock().last_good.insert(source, digest.to_string());
+        self.lock().last_good.insert(source, digest.clone());
         Ok(loaded)
     }
 }

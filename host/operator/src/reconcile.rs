@@ -22,7 +22,7 @@ use crate::act::Actor;
 use crate::autoscaling::Autoscalers;
 use crate::error::OperatorError;
 use crate::fault;
-use crate::hook_call::{HookEnv, hook_name};
+use crate::hook_call::HookEnv;
 use crate::http_server::Progress;
 use crate::latest::LatestScalers;
 use crate::metrics::{Metrics, ResultLabels};
@@ -154,7 +154,7 @@ async fn reconcile_steps(cached: Arc<Scaler>, ctx: &Context) -> Result<Action, R
                 .await
                 .map_err(|source| ReconcileError::CallHook {
                     scaler: who(&scaler),
-                    hook: hook_name(call.hook).as_str(),
+                    hook: call.hook.as_str(),
                     source,
                 })?;
             fault::abort_point(fault::AFTER_HOOK_CALL);

@@ -14,6 +14,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use hoist_types::Digest;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -79,7 +80,7 @@ impl DiskCache {
         })
     }
 
-    fn path_for(&self, digest: &str) -> PathBuf {
+    fn path_for(&self, digest: &Digest) -> PathBuf {
         self.dir.join(format!("{digest}-{}.cwasm", self.engine_key))
     }
 
@@ -88,7 +89,7 @@ impl DiskCache {
     /// Any problem (absent, foreign owner, writable by others, incompatible, corrupt) is a
     /// miss: `Sandbox::load_with_source` compiles and [`DiskCache::store`] replaces the file;
     /// `Sandbox::load_cached` answers that the plugin is not cached.
-    pub(crate) fn load(&self, engine: &Engine, digest: &str) -> Option<Component> {
+    pub(crate) fn load(&self, engine: &Engine, digest: &Digest) -> Option<Component> {
         let path = self.path_for(digest);
         let meta = fs::symlink_metadata(&path).ok()?;
         let dir_meta = fs::metadata(&self.dir).ok()?;
@@ -113,7 +114,7 @@ impl DiskCache {
 
     /// Write the precompiled form of `component` for `digest`: to a temporary file in the
     /// cache directory, then renamed over the final name.
-    pub(crate) fn store(&self, component: &Component, digest: &str) -> Result<(), String> {
+    pub(crate) fn store(&self, component: &Component, digest: &Digest) -> Result<(), String> {
         let bytes = component
             .serialize()
             .map_err(|e| format!("serialize: {e}"))?;

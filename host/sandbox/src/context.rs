@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use hoist_types::Direction;
 use serde::{Deserialize, Serialize};
 
 use crate::bindings::types as wit;
@@ -35,16 +36,6 @@ pub struct TargetRef {
     pub kind: String,
     /// Name in the Scaler's namespace.
     pub name: String,
-}
-
-/// Which way an operation changes the replica count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Direction {
-    /// More replicas.
-    Up,
-    /// Fewer replicas.
-    Down,
 }
 
 /// What a hook is told about the operation (`scale-context` in WIT).

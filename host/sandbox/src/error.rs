@@ -58,11 +58,6 @@ pub enum SandboxError {
     #[error("the plugin imports something the sandbox does not provide: {0}")]
     LoadLink(String),
 
-    /// A digest that is not a lower-case hex sha256 was given to
-    /// [`crate::Sandbox::load_cached`].
-    #[error("not a plugin digest (64 lower-case hex digits of a sha256): {0:?}")]
-    InvalidDigest(String),
-
     /// A digest was given for a plugin that is not loaded.
     #[error("no plugin with digest {0} is loaded")]
     PluginNotLoaded(String),
@@ -132,7 +127,6 @@ impl SandboxError {
             SandboxError::LoadWitVersion { .. } => "PluginWitVersion",
             SandboxError::LoadExportMismatch(_) => "PluginExportMismatch",
             SandboxError::LoadLink(_) => "PluginImports",
-            SandboxError::InvalidDigest(_) => "PluginDigestInvalid",
             SandboxError::PluginNotLoaded(_) => "PluginNotLoaded",
             SandboxError::Instantiate(_) => "PluginInstantiate",
             SandboxError::HookFailed { .. } => "HookFailed",

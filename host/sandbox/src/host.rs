@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
+use hoist_types::Digest;
 use tokio::io::AsyncWrite;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -13,7 +14,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use crate::allow::AllowList;
 use crate::bindings::{log, types};
-use crate::runner::CallIdentity;
+use crate::call::CallIdentity;
 use crate::text::{bounded_text, loggable_text};
 
 /// Longest guest log message written, in bytes, after escaping (see [`crate::loggable_text`]);
@@ -45,14 +46,14 @@ pub(crate) struct HostState {
     pub(crate) log_budget: LogBudget,
     pub(crate) identity: Arc<CallIdentity>,
     pub(crate) hook: &'static str,
-    pub(crate) digest: Arc<str>,
+    pub(crate) digest: Digest,
 }
 
 impl HostState {
     pub(crate) fn new(
         identity: Arc<CallIdentity>,
         hook: &'static str,
-        digest: Arc<str>,
+        digest: Digest,
         allow: AllowList,
         memory_limit: u64,
         stderr: CapturedOutput,
@@ -136,7 +137,7 @@ impl log::Host for HostState {
             return;
         }
         let id = &self.identity;
-        let digest = &self.digest[..self.digest.len().min(12)];
+        let digest = self.digest.short();
         macro_rules! emit {
             ($lvl:ident) => {
                 tracing::$lvl!(
@@ -205,7 +206,7 @@ impl LogBudget {
     }
 
     /// At the end of a call: one warning if lines were dropped.
-    pub(crate) fn report(&self, identity: &CallIdentity, hook: &str, digest: &str) {
+    pub(crate) fn report(&self, identity: &CallIdentity, hook: &str, digest: &Digest) {
         if !self.is_spent() {
             return;
         }
@@ -216,7 +217,7 @@ impl LogBudget {
             hook,
             operation = %identity.operation,
             attempt = identity.attempt,
-            plugin = &digest[..digest.len().min(12)],
+            plugin = digest.short(),
             logged_lines = self.lines,
             logged_bytes = self.bytes,
             dropped_lines = self.dropped_lines,

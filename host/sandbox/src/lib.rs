@@ -23,6 +23,7 @@
 mod allow;
 mod bindings;
 mod cache;
+mod call;
 mod config;
 mod context;
 mod error;
@@ -34,15 +35,16 @@ mod text;
 
 pub use allow::AllowList;
 pub use cache::private_cache_dir;
+pub use call::{CallIdentity, CallOptions};
 pub use config::SandboxConfig;
 pub use context::{
-    Direction, FailedStage, FailureInfo, HookContext, HookErrorKind, HookOutcome, PodInfo,
-    TargetRef,
+    FailedStage, FailureInfo, HookContext, HookErrorKind, HookOutcome, PodInfo, TargetRef,
 };
 pub use error::SandboxError;
+pub use hoist_types::{Digest, Direction, Hook};
 pub use host::{LOG_BYTES_PER_CALL, LOG_LINES_PER_CALL, MAX_LOG_LINE_BYTES};
 pub use plugin::{LoadSource, Plugin};
-pub use runner::{BoxFuture, CallIdentity, CallOptions, HookName, HookRunner};
+pub use runner::{BoxFuture, HookRunner};
 pub use sandbox::{LoadStats, Sandbox};
 pub use text::{MAX_MESSAGE_BYTES, bounded_text, loggable_text};
 

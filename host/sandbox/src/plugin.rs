@@ -1,7 +1,8 @@
 //! A loaded, verified plugin.
 
 use std::fmt;
-use std::sync::Arc;
+
+use hoist_types::Digest;
 
 use crate::bindings::HookPre;
 use crate::host::HostState;
@@ -30,7 +31,7 @@ impl fmt::Display for LoadSource {
 /// A verified plugin, ready to be instantiated for calls: a component of `hoist:hooks/hook`
 /// at a supported WIT version, identified by the sha256 of its bytes.
 pub struct Plugin {
-    pub(crate) digest: Arc<str>,
+    pub(crate) digest: Digest,
     pub(crate) size: usize,
     pub(crate) wit_version: String,
     pub(crate) exports: Vec<String>,
@@ -38,8 +39,8 @@ pub struct Plugin {
 }
 
 impl Plugin {
-    /// Lower-case hex sha256 of the component bytes.
-    pub fn digest(&self) -> &str {
+    /// The sha256 of the component bytes.
+    pub fn digest(&self) -> &Digest {
         &self.digest
     }
 

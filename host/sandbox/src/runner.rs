@@ -1,15 +1,15 @@
 //! The typed interface the operator calls hooks through, and its wasmtime implementation.
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
+use hoist_types::{Digest, Hook};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use crate::allow::AllowList;
 use crate::bindings::types as wit;
+use crate::call::{CallIdentity, CallOptions};
 use crate::context::{FailureInfo, HookContext, HookOutcome, split_hook_error};
 use crate::error::SandboxError;
 use crate::host::{CapturedOutput, HostState, MAX_LOG_LINE_BYTES, guest_failure_text};
@@ -19,72 +19,6 @@ use crate::text::{MAX_MESSAGE_BYTES, bounded_text, loggable_text};
 
 /// A boxed future, so that [`HookRunner`] stays object-safe (`Arc<dyn HookRunner>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Who a call is for; attached to every log line of the call.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CallIdentity {
-    /// Namespace of the Scaler.
-    pub namespace: String,
-    /// Name of the Scaler.
-    pub scaler: String,
-    /// The operation id.
-    pub operation: String,
-    /// Attempt number of this stage.
-    pub attempt: u32,
-}
-
-/// Per-call limits and identity.
-#[derive(Debug, Clone)]
-pub struct CallOptions {
-    /// Wall-clock limit for the whole call: guest code and host calls (HTTP) alike.
-    pub deadline: Duration,
-    /// Hosts the plugin may send HTTP requests to.
-    pub allowed_hosts: AllowList,
-    /// For logs.
-    pub identity: CallIdentity,
-}
-
-impl CallOptions {
-    /// Options with a deadline, an allow-list and an identity.
-    pub fn new(deadline: Duration, allowed_hosts: AllowList, identity: CallIdentity) -> Self {
-        CallOptions {
-            deadline,
-            allowed_hosts,
-            identity,
-        }
-    }
-}
-
-/// The four hooks of the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HookName {
-    /// `pre-scale`
-    PreScale,
-    /// `post-scale`
-    PostScale,
-    /// `on-failure`
-    OnFailure,
-    /// `validate-config`
-    ValidateConfig,
-}
-
-impl HookName {
-    /// The WIT name (`pre-scale`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookName::PreScale => "pre-scale",
-            HookName::PostScale => "post-scale",
-            HookName::OnFailure => "on-failure",
-            HookName::ValidateConfig => "validate-config",
-        }
-    }
-}
-
-impl fmt::Display for HookName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Calls a plugin's hooks. Implemented by [`Sandbox`]; the operator holds it as
 /// `Arc<dyn HookRunner>` so the state machine can be tested with a fake.
@@ -124,17 +58,17 @@ pub trait HookRunner: Send + Sync {
 }
 
 enum Invocation<'a> {
-    Scale(HookName, &'a HookContext),
+    Scale(Hook, &'a HookContext),
     Failure(&'a HookContext, &'a FailureInfo),
     Validate(&'a str),
 }
 
 impl Invocation<'_> {
-    fn hook(&self) -> HookName {
+    fn hook(&self) -> Hook {
         match self {
             Invocation::Scale(h, _) => *h,
-            Invocation::Failure(..) => HookName::OnFailure,
-            Invocation::Validate(_) => HookName::ValidateConfig,
+            Invocation::Failure(..) => Hook::OnFailure,
+            Invocation::Validate(_) => Hook::ValidateConfig,
         }
     }
 }
@@ -152,7 +86,7 @@ impl HookRunner for Sandbox {
         ctx: &'a HookContext,
         options: &'a CallOptions,
     ) -> BoxFuture<'a, Result<HookOutcome, SandboxError>> {
-        Box::pin(self.scale_hook(plugin, HookName::PreScale, ctx, options))
+        Box::pin(self.scale_hook(plugin, Hook::PreScale, ctx, options))
     }
 
     fn post_scale<'a>(
@@ -161,7 +95,7 @@ impl HookRunner for Sandbox {
         ctx: &'a HookContext,
         options: &'a CallOptions,
     ) -> BoxFuture<'a, Result<HookOutcome, SandboxError>> {
-        Box::pin(self.scale_hook(plugin, HookName::PostScale, ctx, options))
+        Box::pin(self.scale_hook(plugin, Hook::PostScale, ctx, options))
     }
 
     fn on_failure<'a>(
@@ -172,7 +106,7 @@ impl HookRunner for Sandbox {
         options: &'a CallOptions,
     ) -> BoxFuture<'a, Result<(), SandboxError>> {
         Box::pin(async move {
-            let hook = HookName::OnFailure.as_str();
+            let hook = Hook::OnFailure.as_str();
             let (answer, denied) = self
                 .invoke(plugin, Invocation::Failure(ctx, failure), options)
                 .await?;
@@ -204,7 +138,7 @@ impl HookRunner for Sandbox {
                     MAX_MESSAGE_BYTES,
                 ))),
                 _ => Err(SandboxError::HookResult {
-                    hook: HookName::ValidateConfig.as_str(),
+                    hook: Hook::ValidateConfig.as_str(),
                     message: "unexpected answer".into(),
                 }),
             }
@@ -239,7 +173,7 @@ impl Sandbox {
     async fn scale_hook(
         &self,
         plugin: &Plugin,
-        name: HookName,
+        name: Hook,
         ctx: &HookContext,
         options: &CallOptions,
     ) -> Result<HookOutcome, SandboxError> {
@@ -321,7 +255,7 @@ impl Sandbox {
             let answer = match invocation {
                 Invocation::Scale(name, ctx) => {
                     let ctx = wit::ScaleContext::from(ctx);
-                    let r = if name == HookName::PostScale {
+                    let r = if name == Hook::PostScale {
                         hooks.call_post_scale(&mut store, &ctx).await
                     } else {
                         hooks.call_pre_scale(&mut store, &ctx).await
@@ -386,7 +320,7 @@ impl Sandbox {
 fn report(
     identity: &CallIdentity,
     hook: &'static str,
-    digest: &str,
+    digest: &Digest,
     stderr: &str,
     error: Option<&SandboxError>,
     started: Instant,
@@ -410,7 +344,7 @@ fn report(
             hook,
             operation = %identity.operation,
             attempt = identity.attempt,
-            plugin = &digest[..digest.len().min(12)],
+            plugin = digest.short(),
             reason = err.reason(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
             "hook call failed: {}",

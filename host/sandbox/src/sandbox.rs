@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
+use hoist_types::Digest;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -17,7 +17,6 @@ use crate::config::SandboxConfig;
 use crate::error::SandboxError;
 use crate::host::HostState;
 use crate::plugin::{LoadSource, Plugin};
-use crate::text::bounded_text;
 use crate::{HOOKS_INTERFACE, WIT_VERSION};
 
 /// Counters of how loads were served, since the sandbox was created.
@@ -43,7 +42,7 @@ pub(crate) struct Inner {
     pub(crate) linker: Linker<HostState>,
     pub(crate) config: SandboxConfig,
     cache: Option<DiskCache>,
-    plugins: Mutex<HashMap<String, Arc<Plugin>>>,
+    plugins: Mutex<HashMap<Digest, Arc<Plugin>>>,
     memory_hits: AtomicU64,
     disk_hits: AtomicU64,
     compiled: AtomicU64,
@@ -151,7 +150,7 @@ impl Sandbox {
         &self,
         bytes: &[u8],
     ) -> Result<(Arc<Plugin>, LoadSource), SandboxError> {
-        let digest = hex::encode(Sha256::digest(bytes));
+        let digest = Digest::of(bytes);
         if let Some(plugin) = self.get(&digest) {
             self.inner.memory_hits.fetch_add(1, Ordering::Relaxed);
             return Ok((plugin, LoadSource::Memory));
@@ -197,21 +196,16 @@ impl Sandbox {
     /// available (an operation in flight after a restart, whose `ConfigMap` already holds a
     /// newer version).
     ///
-    /// `digest` is the lower-case hex sha256 of the component, as [`Plugin::digest`] gives
-    /// it; anything else is [`SandboxError::InvalidDigest`]. `Ok(None)` when the plugin is
-    /// neither loaded nor cached: no cache directory, no entry for this digest and engine,
-    /// or an entry that the cache does not trust (not a private regular file of the cache's
-    /// owner) or wasmtime cannot read; those are logged. A cached entry is verified like
+    /// `Ok(None)` when the plugin is neither loaded nor cached: no cache directory, no entry
+    /// for this digest and engine, or an entry that the cache does not trust (not a private
+    /// regular file of the cache's owner) or wasmtime cannot read; those are logged. A cached entry is verified like
     /// [`Sandbox::load_with_source`] verifies bytes (world, exports, WIT version, imports),
     /// with the same errors.
     ///
     /// The returned plugin's [`Plugin::size`] is 0: the cache keeps compiled code, not the
     /// component's size. Counted as a disk hit in [`Sandbox::stats`]. Maps a file; cheap
     /// next to compiling, but blocking I/O.
-    pub fn load_cached(&self, digest: &str) -> Result<Option<Arc<Plugin>>, SandboxError> {
-        if !is_sha256_hex(digest) {
-            return Err(SandboxError::InvalidDigest(bounded_text(digest, 100)));
-        }
+    pub fn load_cached(&self, digest: &Digest) -> Result<Option<Arc<Plugin>>, SandboxError> {
         if let Some(plugin) = self.get(digest) {
             self.inner.memory_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(plugin));
@@ -231,12 +225,12 @@ impl Sandbox {
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
             "plugin loaded by digest from the precompiled cache"
         );
-        Ok(Some(self.insert(digest.to_string(), plugin)))
+        Ok(Some(self.insert(digest.clone(), plugin)))
     }
 
     /// Add a verified plugin to the loaded ones; another thread may have loaded the same
     /// digest meanwhile: the first one stays, and is returned.
-    fn insert(&self, digest: String, plugin: Plugin) -> Arc<Plugin> {
+    fn insert(&self, digest: Digest, plugin: Plugin) -> Arc<Plugin> {
         let plugin = Arc::new(plugin);
         self.inner
             .plugins
@@ -248,7 +242,7 @@ impl Sandbox {
     }
 
     /// A loaded plugin by digest (an operation in flight keeps the digest it started with).
-    pub fn get(&self, digest: &str) -> Option<Arc<Plugin>> {
+    pub fn get(&self, digest: &Digest) -> Option<Arc<Plugin>> {
         self.inner
             .plugins
             .lock()
@@ -259,7 +253,7 @@ impl Sandbox {
 
     /// Forget a loaded plugin (calls holding its `Arc` finish normally). Returns whether it
     /// was loaded.
-    pub fn unload(&self, digest: &str) -> bool {
+    pub fn unload(&self, digest: &Digest) -> bool {
         self.inner
             .plugins
             .lock()
@@ -269,8 +263,8 @@ impl Sandbox {
     }
 
     /// Digests of the loaded plugins.
-    pub fn loaded_digests(&self) -> Vec<String> {
-        let mut digests: Vec<String> = self
+    pub fn loaded_digests(&self) -> Vec<Digest> {
+        let mut digests: Vec<Digest> = self
             .inner
             .plugins
             .lock()
@@ -295,7 +289,7 @@ impl Sandbox {
     fn verify(
         &self,
         component: &Component,
-        digest: &str,
+        digest: &Digest,
         size: usize,
     ) -> Result<Plugin, SandboxError> {
         let engine = &self.inner.engine;
@@ -349,22 +343,13 @@ impl Sandbox {
         let pre = HookPre::new(instance_pre)
             .map_err(|e| SandboxError::LoadExportMismatch(format!("{e:#}")))?;
         Ok(Plugin {
-            digest: digest.into(),
+            digest: digest.clone(),
             size,
             wit_version,
             exports,
             pre,
         })
     }
-}
-
-/// Whether `digest` is a sha256 as [`Plugin::digest`] writes it: 64 lower-case hex digits.
-/// (It names a file in the cache: nothing else may get that far.)
-fn is_sha256_hex(digest: &str) -> bool {
-    digest.len() == 64
-        && digest
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Tell garbage, core modules and components apart from the 8-byte preamble.
@@ -419,21 +404,8 @@ fn spawn_ticker(
 
 #[cfg(test)]
 mod tests {
-    use super::{is_sha256_hex, sniff};
+    use super::sniff;
     use crate::SandboxError;
-
-    #[test]
-    fn only_lower_case_sha256_hex_is_a_digest() {
-        let good = "be8bdfd09032".repeat(5) + "0123";
-        assert_eq!(good.len(), 64);
-        assert!(is_sha256_hex(&good));
-        assert!(!is_sha256_hex(&good.to_uppercase()));
-        assert!(!is_sha256_hex(&good[..63]));
-        assert!(!is_sha256_hex(&format!("{good}0")));
-        assert!(!is_sha256_hex(&format!("sha256:{}", &good[7..])));
-        assert!(!is_sha256_hex(&format!("../../{}", &good[6..])));
-        assert!(!is_sha256_hex(""));
-    }
 
     #[test]
     fn sniff_tells_garbage_core_and_component_apart() {

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::{plugin_bytes, sandbox};
-use hoist_sandbox::{LoadSource, Sandbox, SandboxConfig, SandboxError};
+use hoist_sandbox::{Digest, LoadSource, Sandbox, SandboxConfig, SandboxError};
 
 #[test]
 fn garbage_is_not_wasm() {
@@ -76,7 +76,7 @@ fn a_plugin_is_verified_and_deduplicated_by_digest() {
     assert_eq!(source_a, LoadSource::Compiled);
     assert_eq!(source_b, LoadSource::Memory);
     assert!(Arc::ptr_eq(&a, &b));
-    assert_eq!(a.digest().len(), 64);
+    assert_eq!(a.digest(), &Digest::of(&bytes));
     assert_eq!(a.wit_version(), "0.1.0");
     assert_eq!(
         a.exports(),
@@ -297,12 +297,12 @@ async fn load_cached_serves_a_digest_whose_bytes_are_gone() {
             .load(&plugin_bytes("fixture-noop"))
             .unwrap()
             .digest()
-            .to_string()
+            .clone()
     };
     // A restarted operator: a new sandbox on the same cache, and no bytes.
     let sb = Sandbox::new(cache_config(&cache)).unwrap();
     let plugin = sb.load_cached(&digest).unwrap().expect("cached");
-    assert_eq!(plugin.digest(), digest);
+    assert_eq!(plugin.digest(), &digest);
     assert_eq!(plugin.wit_version(), hoist_sandbox::WIT_VERSION);
     assert_eq!(
         plugin.exports(),
@@ -339,31 +339,10 @@ async fn load_cached_serves_a_digest_whose_bytes_are_gone() {
     assert_eq!(sb.stats().memory_hits, 1);
 
     // A digest never loaded is not cached.
-    let unknown = "0".repeat(64);
+    let unknown = Digest::parse(&"0".repeat(64)).unwrap();
     assert!(sb.load_cached(&unknown).unwrap().is_none());
     // Without a cache directory nothing is cached.
     assert!(sandbox().load_cached(&digest).unwrap().is_none());
-}
-
-#[test]
-fn load_cached_refuses_what_is_not_a_digest() {
-    let dir = tempfile::tempdir().unwrap();
-    let sb = Sandbox::new(cache_config(&dir.path().join("cache"))).unwrap();
-    let escape = format!("../../{}", "a".repeat(58));
-    for bad in [
-        "",
-        "sha256:abc",
-        escape.as_str(),
-        &"A".repeat(64),
-        &"a".repeat(65),
-    ] {
-        let err = sb.load_cached(bad).unwrap_err();
-        assert!(
-            matches!(err, SandboxError::InvalidDigest(_)),
-            "{bad}: {err:?}"
-        );
-        assert_eq!(err.reason(), "PluginDigestInvalid");
-    }
 }
 
 #[test]
@@ -381,7 +360,7 @@ fn load_cached_verifies_the_entry_like_a_load() {
             .unwrap()
             .serialize()
             .unwrap();
-    let digest = "1".repeat(64);
+    let digest = Digest::parse(&"1".repeat(64)).unwrap();
     let path = cache.join(format!("{digest}{suffix}"));
     std::fs::write(&path, wrong).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -405,7 +384,7 @@ fn load_cached_applies_the_cache_safety_checks() {
         .load(&plugin_bytes("fixture-noop"))
         .unwrap()
         .digest()
-        .to_string();
+        .clone();
     let entry = cache.join(format!("{digest}{}", engine_suffix(&cache)));
 
     // An entry others could have written is not trusted.

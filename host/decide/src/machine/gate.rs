@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{
-    EventKind, FailurePolicy, Hook, HookCall, HookResult, HooksGate, MAX_PLUGIN_TEXT,
+    Digest, EventKind, FailurePolicy, Hook, HookCall, HookResult, HooksGate, MAX_PLUGIN_TEXT,
     MIN_HOOK_RETRY, Machine, PLUGIN_LOADING_POLL, PluginAvailability, PluginStatus, bounded,
     config_hash, short,
 };
@@ -69,14 +69,14 @@ impl Machine<'_> {
     /// `Err` when the gate must stop here (a request was made, or validation must wait).
     pub(super) fn plugin_verdict(
         &mut self,
-        digest: &String,
+        digest: &Digest,
         hash: String,
     ) -> Result<(bool, Option<String>), HooksGate> {
         let known = self
             .st
             .plugin
             .as_ref()
-            .filter(|p| p.digest == *digest && p.config_hash == hash)
+            .filter(|p| p.digest == digest.as_str() && p.config_hash == hash)
             .map(|p| (p.accepted, p.message.clone()));
         let verdict = if let Some(known) = known {
             known
@@ -103,7 +103,7 @@ impl Machine<'_> {
                 }
             };
             self.st.plugin = Some(PluginStatus {
-                digest: digest.clone(),
+                digest: digest.to_string(),
                 config_hash: hash,
                 accepted: verdict.0,
                 message: verdict.1.clone(),
@@ -192,7 +192,7 @@ impl Machine<'_> {
                     .st
                     .plugin
                     .as_ref()
-                    .filter(|p| p.digest == *digest && p.config_hash == hash)
+                    .filter(|p| p.digest == digest.as_str() && p.config_hash == hash)
                 {
                     Some(p) if p.accepted => (
                         true,

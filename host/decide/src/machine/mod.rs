@@ -136,8 +136,8 @@ enum Blocked {
 
 /// The hooks gate for a new operation.
 enum HooksGate {
-    /// Use this plugin digest (`None`: no hooks).
-    Use(Option<String>),
+    /// Use this plugin (`None`: no hooks).
+    Use(Option<Digest>),
     /// Cannot start: reason.
     Blocked(String),
     /// A hook request was emitted (phase 1); stop.
@@ -436,17 +436,16 @@ impl<'a> Machine<'a> {
     }
 }
 
-fn hook_name(hook: Hook) -> &'static str {
-    match hook {
-        Hook::PreScale => "pre-scale",
-        Hook::PostScale => "post-scale",
-        Hook::OnFailure => "on-failure",
-        Hook::ValidateConfig => "validate-config",
-    }
+fn short(digest: &Digest) -> String {
+    format!("sha256:{}", digest.short())
 }
 
-fn short(digest: &str) -> String {
-    format!("sha256:{}", digest.get(..12).unwrap_or(digest))
+/// Where an operation's plugin digest is read from (untrusted text: it may have been edited).
+const PLUGIN_DIGEST_FIELD: &str = "status.operation.pluginDigest";
+
+/// The digest an operation recorded, read from its status.
+fn operation_digest(text: &str) -> Result<Digest, String> {
+    Digest::parse(text).map_err(|e| e.in_field(PLUGIN_DIGEST_FIELD).to_string())
 }
 
 /// `ts + d`, saturating.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use hoist_api::{FailurePolicy, RETRY_ANNOTATION, Scaler, ScalerStatus, Stage};
 use proptest::prelude::*;
 
-use super::tests::{DIGEST, NOW, hooks, spec};
+use super::tests::{DIGEST, NOW, digest, hooks, spec};
 use super::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -120,7 +120,7 @@ impl Sim {
             }),
             plugin: if self.hooked {
                 PluginAvailability::Ready {
-                    digest: DIGEST.into(),
+                    digest: digest(DIGEST),
                 }
             } else {
                 PluginAvailability::NotConfigured

@@ -9,7 +9,7 @@ use super::{
     Blocked, CONFLICT_POLL, Direction, EventKind, Failure, FailurePolicy, Hook, HookCall,
     HookFailure, HookResult, HooksGate, MAX_PLUGIN_TEXT, MIN_HOOK_CALL, MIN_HOOK_RETRY, Machine,
     OnFailure, Operation, OperationTarget, RETRY_ANNOTATION, SCALING_POLL, Stage,
-    TARGET_UNAVAILABLE_POLL, TargetObservation, Time, add, bounded, hook_name, remaining,
+    TARGET_UNAVAILABLE_POLL, TargetObservation, Time, add, bounded, operation_digest, remaining,
 };
 
 /// A failed operation a retry may continue: its id, its change, and whether its target was
@@ -83,7 +83,7 @@ impl Machine<'_> {
             target: Some(target),
             started_at: self.now_time.clone(),
             stage_started_at: self.now_micro.clone(),
-            plugin_digest: digest.clone(),
+            plugin_digest: digest.as_ref().map(ToString::to_string),
             hook_state: None,
             hook_message: None,
             hook_calls: 0,
@@ -144,7 +144,7 @@ impl Machine<'_> {
         let timeout = self.stage_timeout(stage);
         let deadline = add(op.stage_started_at.0, timeout);
         let Some(result) = self.hook_result.take() else {
-            self.ask_or_time_out(hook, &op, digest, deadline, timeout);
+            self.ask_or_time_out(hook, &op, &digest, deadline, timeout);
             return;
         };
         match result {
@@ -166,16 +166,19 @@ impl Machine<'_> {
                 }
                 self.plan.requeue_after = Some(remaining(self.now, due));
             }
-            HookResult::Failed { reason } => {
-                let code = if hook == Hook::PreScale {
-                    "PreScaleFailed"
-                } else {
-                    "PostScaleFailed"
-                };
-                let reason = bounded(&reason, MAX_PLUGIN_TEXT);
-                self.hook_failed(hook, code, format!("{} failed: {reason}", hook_name(hook)));
-            }
+            HookResult::Failed { reason } => self.hook_call_failed(hook, &reason),
         }
+    }
+
+    /// A call of the stage's hook failed (`reason`): the failure policy decides what follows.
+    fn hook_call_failed(&mut self, hook: Hook, reason: &str) {
+        let code = if hook == Hook::PreScale {
+            "PreScaleFailed"
+        } else {
+            "PostScaleFailed"
+        };
+        let reason = bounded(reason, MAX_PLUGIN_TEXT);
+        self.hook_failed(hook, code, format!("{hook} failed: {reason}"));
     }
 
     /// Whether the target already runs the operation's `to` in its spec (so the /scale write
@@ -190,12 +193,12 @@ impl Machine<'_> {
     }
 
     /// Phase 1 of a hook stage: fail on the stage deadline, wait until the call is due, or ask
-    /// for the hook.
+    /// for the hook of the operation's plugin (`digest`, as its status records it).
     fn ask_or_time_out(
         &mut self,
         hook: Hook,
         op: &Operation,
-        digest: String,
+        digest: &str,
         deadline: jiff::Timestamp,
         timeout: Duration,
     ) {
@@ -204,8 +207,7 @@ impl Machine<'_> {
         // fail on its own deadline, reported as the hook's failure instead of the stage's.
         if remaining(self.now, deadline) < MIN_HOOK_CALL {
             let message = format!(
-                "{} did not finish within the {} deadline of {stage}",
-                hook_name(hook),
+                "{hook} did not finish within the {} deadline of {stage}",
                 hoist_api::Duration::from(timeout)
             );
             self.hook_failed(hook, "StageTimeout", message);
@@ -218,6 +220,14 @@ impl Machine<'_> {
             self.plan.requeue_after = Some(remaining(self.now, due.0));
             return;
         }
+        let digest = match operation_digest(digest) {
+            Ok(digest) => digest,
+            // No plugin has this digest: the call fails as a call of a plugin not loaded does.
+            Err(reason) => {
+                self.hook_call_failed(hook, &format!("PluginNotLoaded: {reason}"));
+                return;
+            }
+        };
         let call_timeout = self.call_timeout().min(remaining(self.now, deadline));
         let operation = self.hook_operation(op, op.hook_calls.saturating_add(1));
         self.request(HookCall {
@@ -372,20 +382,27 @@ impl Machine<'_> {
             self.st.failure = Some(failure);
             return true;
         };
-        let Some(result) = self.hook_result.take() else {
-            let operation = op.as_ref().map(|op| self.hook_operation(op, 1));
-            self.request(HookCall {
-                hook: Hook::OnFailure,
-                plugin_digest: digest,
-                timeout: self.call_timeout(),
-                operation,
-                failure: Some(HookFailure {
-                    stage: failure.stage,
-                    reason: failure.reason.clone(),
-                    message: failure.message.clone(),
-                }),
-            });
-            return false;
+        let result = match (self.hook_result.take(), operation_digest(&digest)) {
+            (Some(result), _) => result,
+            (None, Ok(digest)) => {
+                let operation = op.as_ref().map(|op| self.hook_operation(op, 1));
+                self.request(HookCall {
+                    hook: Hook::OnFailure,
+                    plugin_digest: digest,
+                    timeout: self.call_timeout(),
+                    operation,
+                    failure: Some(HookFailure {
+                        stage: failure.stage,
+                        reason: failure.reason.clone(),
+                        message: failure.message.clone(),
+                    }),
+                });
+                return false;
+            }
+            // No plugin has this digest: the call fails as a call of a plugin not loaded does.
+            (None, Err(reason)) => HookResult::Failed {
+                reason: format!("PluginNotLoaded: {reason}"),
+            },
         };
         match result {
             HookResult::Done { message } | HookResult::InProgress { message, .. } => {
@@ -572,10 +589,7 @@ impl Machine<'_> {
             self.event(
                 EventKind::Warning,
                 "HookFailedOpen",
-                format!(
-                    "{message}; failurePolicy FailOpen: continuing without {}",
-                    hook_name(hook)
-                ),
+                format!("{message}; failurePolicy FailOpen: continuing without {hook}"),
             );
             self.pass_hook_stage(hook, Some(message));
         } else {

@@ -26,6 +26,10 @@ pub(super) const NOW: i64 = 1_700_000_000;
 pub(super) const DIGEST: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const OTHER_DIGEST: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
+pub(super) fn digest(text: &str) -> Digest {
+    Digest::parse(text).unwrap()
+}
+
 pub(super) fn at(secs: i64) -> Time {
     Time(jiff::Timestamp::from_second(secs).unwrap())
 }
@@ -177,7 +181,7 @@ impl Given {
     fn with_hooks(self, policy: FailurePolicy) -> Self {
         let g = self.spec(|s| s.hooks = Some(hooks(policy)));
         let mut g = g.plugin(PluginAvailability::Ready {
-            digest: DIGEST.into(),
+            digest: digest(DIGEST),
         });
         if let Some(st) = &mut g.0.scaler.status {
             st.plugin = Some(accepted());
@@ -678,11 +682,16 @@ fn idle_waits_for_a_usable_plugin() {
                 .with_hooks(FailurePolicy::FailClose)
                 .idle()
                 .plugin(PluginAvailability::Ready {
-                    digest: OTHER_DIGEST.into(),
+                    digest: digest(OTHER_DIGEST),
                 }),
             Expect {
                 hook: Some(Some(Hook::ValidateConfig)),
-                check: Some(|p| assert_eq!(p.hook.as_ref().unwrap().plugin_digest, OTHER_DIGEST)),
+                check: Some(|p| {
+                    assert_eq!(
+                        p.hook.as_ref().unwrap().plugin_digest.as_str(),
+                        OTHER_DIGEST
+                    )
+                }),
                 ..Expect::default()
             },
         ),
@@ -703,7 +712,7 @@ fn idle_waits_for_a_usable_plugin() {
                 .with_hooks(FailurePolicy::FailClose)
                 .idle()
                 .plugin(PluginAvailability::Ready {
-                    digest: OTHER_DIGEST.into(),
+                    digest: digest(OTHER_DIGEST),
                 })
                 .result(done()),
             Expect {
@@ -730,7 +739,7 @@ fn idle_waits_for_a_usable_plugin() {
                 .with_hooks(FailurePolicy::FailClose)
                 .idle()
                 .plugin(PluginAvailability::Ready {
-                    digest: OTHER_DIGEST.into(),
+                    digest: digest(OTHER_DIGEST),
                 })
                 .result(failed("port missing")),
             Expect {
@@ -757,7 +766,7 @@ fn pre_scaling_calls_pre_scale_then_writes_the_frozen_to() {
                 hook: Some(Some(Hook::PreScale)),
                 check: Some(|p| {
                     let call = p.hook.as_ref().unwrap();
-                    assert_eq!(call.plugin_digest, DIGEST);
+                    assert_eq!(call.plugin_digest.as_str(), DIGEST);
                     assert_eq!(call.timeout, Duration::from_secs(30), "callTimeout default");
                     let op = call.operation.as_ref().unwrap();
                     assert_eq!(
@@ -914,10 +923,12 @@ fn pre_scaling_calls_pre_scale_then_writes_the_frozen_to() {
                 .with_hooks(FailurePolicy::FailClose)
                 .in_stage(Stage::PreScaling, 40)
                 .plugin(PluginAvailability::Ready {
-                    digest: OTHER_DIGEST.into(),
+                    digest: digest(OTHER_DIGEST),
                 }),
             Expect {
-                check: Some(|p| assert_eq!(p.hook.as_ref().unwrap().plugin_digest, DIGEST)),
+                check: Some(|p| {
+                    assert_eq!(p.hook.as_ref().unwrap().plugin_digest.as_str(), DIGEST)
+                }),
                 ..Expect::default()
             },
         ),
@@ -931,6 +942,29 @@ fn pre_scaling_calls_pre_scale_then_writes_the_frozen_to() {
                 }),
             Expect {
                 hook: Some(Some(Hook::PreScale)),
+                ..Expect::default()
+            },
+        ),
+        (
+            "an operation digest that is not one (an edited status): the call fails, naming the field",
+            given()
+                .with_hooks(FailurePolicy::FailClose)
+                .in_stage(Stage::PreScaling, 40)
+                .status(|s| s.operation.as_mut().unwrap().plugin_digest = Some("abc".into())),
+            Expect {
+                stage: Some(Stage::Failed),
+                hook: Some(None),
+                check: Some(|p| {
+                    let f = p.status.as_ref().unwrap().failure.as_ref().unwrap();
+                    assert_eq!(f.reason, "PreScaleFailed");
+                    assert!(
+                        f.message.starts_with(
+                            "pre-scale failed: PluginNotLoaded: status.operation.pluginDigest: \"abc\" is not a plugin digest"
+                        ),
+                        "{}",
+                        f.message
+                    );
+                }),
                 ..Expect::default()
             },
         ),
@@ -1159,7 +1193,7 @@ fn post_scaling_calls_post_scale_then_serves_what_is_pending() {
                 .target(target(5))
                 .spec(|s| s.replicas = Some(7))
                 .plugin(PluginAvailability::Ready {
-                    digest: OTHER_DIGEST.into(),
+                    digest: digest(OTHER_DIGEST),
                 })
                 .result(done()),
             Expect {
@@ -1210,6 +1244,28 @@ fn failed_calls_on_failure_once_then_waits_for_a_retry() {
                     assert_eq!(
                         (f.on_failure, f.on_failure_message.as_deref()),
                         (OnFailure::Failed, Some("cannot undrain"))
+                    );
+                }),
+                ..Expect::default()
+            },
+        ),
+        (
+            "on-failure of an operation digest that is not one: recorded as failed, naming the field",
+            given()
+                .with_hooks(FailurePolicy::FailClose)
+                .failed(OnFailure::Pending, 1)
+                .status(|s| s.operation.as_mut().unwrap().plugin_digest = Some("abc".into())),
+            Expect {
+                stage: Some(Stage::Failed),
+                hook: Some(None),
+                events: Some(&["OnFailureFailed"]),
+                check: Some(|p| {
+                    let f = p.status.as_ref().unwrap().failure.as_ref().unwrap();
+                    assert_eq!(f.on_failure, OnFailure::Failed);
+                    let message = f.on_failure_message.as_deref().unwrap();
+                    assert!(
+                        message.starts_with("PluginNotLoaded: status.operation.pluginDigest: "),
+                        "{message}"
                     );
                 }),
                 ..Expect::default()

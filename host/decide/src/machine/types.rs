@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use hoist_api::{Scaler, ScalerStatus, Stage};
+pub use hoist_types::{Digest, Direction, Hook};
 
 /// A snapshot of everything the state machine depends on. Nothing else is read: the same
 /// observation always gives the same plan.
@@ -115,10 +116,10 @@ pub struct TargetScale {
 pub enum PluginAvailability {
     /// `spec.hooks` is absent.
     NotConfigured,
-    /// Loaded and verified; `digest` is its sha256 (hex).
+    /// Loaded and verified.
     Ready {
-        /// sha256 of the component, lowercase hex.
-        digest: String,
+        /// The plugin's digest.
+        digest: Digest,
     },
     /// Being fetched, compiled or verified.
     Loading,
@@ -147,40 +148,11 @@ pub enum HookResult {
         message: Option<String>,
     },
     /// The hook returned an error, trapped, ran out of time or memory, or could not be run
-    /// (e.g. the operation's plugin digest is no longer loaded).
+    /// (e.g. the operation's plugin digest is no longer loaded, or not a digest at all).
     Failed {
         /// Why.
         reason: String,
     },
-}
-
-/// Which export of the plugin to call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Hook {
-    /// `pre-scale`, before the target is written.
-    PreScale,
-    /// `post-scale`, after the target runs the new count.
-    PostScale,
-    /// `on-failure`, after an operation went to Failed (best effort).
-    OnFailure,
-    /// `validate-config`, before any operation uses a plugin/configuration pair.
-    ValidateConfig,
-}
-
-/// Whether an operation adds or removes replicas.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// `to > from`.
-    Up,
-    /// `to < from`.
-    Down,
-}
-
-impl Direction {
-    /// The direction of a change from `from` to `to` (`Up` when equal, as Stackable does).
-    pub fn of(from: i32, to: i32) -> Self {
-        if to >= from { Self::Up } else { Self::Down }
-    }
 }
 
 /// A hook the operator must call before acting (phase 1 of the protocol).
@@ -190,7 +162,7 @@ pub struct HookCall {
     pub hook: Hook,
     /// The plugin to call: for an operation in flight, the digest it started with (not
     /// necessarily the ConfigMap's current one).
-    pub plugin_digest: String,
+    pub plugin_digest: Digest,
     /// Deadline of this call: `spec.hooks.callTimeout`, never past the stage deadline.
     pub timeout: Duration,
     /// The operation the hook is about; `None` for `ValidateConfig`.

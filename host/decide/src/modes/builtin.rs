@@ -135,6 +135,8 @@ pub enum TickDecision {
         limited_by: Option<Limit>,
         /// `pauseScaleIn` or `pauseScaleOut` when that kept it from being written.
         blocked_by: Option<&'static str>,
+        /// KPA decided in panic mode (never for APA and HPA).
+        panicking: bool,
     },
 }
 
@@ -311,6 +313,7 @@ pub fn tick(memory: &mut Memory, input: &TickInput<'_>) -> TickOutcome {
             desired: rec.desired,
             limited_by,
             blocked_by,
+            panicking: rec.panicking,
         },
     )
 }
@@ -419,6 +422,7 @@ pub fn conditions(report: &BuiltinReport) -> Vec<ConditionUpdate> {
             desired,
             limited_by,
             blocked_by,
+            ..
         } => {
             let mut msg = format!("recommends {replicas} replicas (the metrics ask for {desired}");
             if let Some(l) = limited_by {

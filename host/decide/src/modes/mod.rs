@@ -6,6 +6,7 @@
 //! - [`keda::scaled_object`]: the `keda.sh/v1alpha1` ScaledObject hoist owns in `keda` mode, as
 //!   plain JSON (KEDA is never a build dependency).
 //! - [`builtin::tick`]: one decision of hoist's own autoscaler from the metric readings.
+//! - [`replay::replay`]: a metric trace replayed through that tick (`hoist simulate`).
 //! - [`conditions`] and [`merge_conditions`]: the autoscaling conditions (`AutoscalerActive`,
 //!   `KEDAAvailable`, `MetricsAvailable`) and how they join the status the state machine writes,
 //!   so `status.conditions` keeps a single writer.
@@ -14,6 +15,7 @@
 pub mod builtin;
 pub mod hpa;
 pub mod keda;
+pub mod replay;
 
 use hoist_api::conditions::{self, ConditionUpdate};
 use hoist_api::{FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, SCALER_LABEL, Scaler, ScalerSpec};

@@ -300,6 +300,35 @@ fn hpa_formula_scales_up_then_down_after_the_window() {
 }
 
 #[test]
+fn the_tick_says_when_kpa_panics() {
+    // KPA aims for 10 × 0.7 = 7 per pod: 2 pods carrying 14 are on target.
+    let mut r = Run::new(AlgorithmName::Kpa, 1, |_| {});
+    let calm = r.tick(0, &[total(14.0)]);
+    assert!(
+        matches!(
+            calm.report.decision,
+            TickDecision::Recommended {
+                panicking: false,
+                ..
+            }
+        ),
+        "{calm:?}"
+    );
+    // A burst asks for at least twice the ready pods: panic.
+    let burst = r.tick(1, &[total(70.0)]);
+    assert!(
+        matches!(
+            burst.report.decision,
+            TickDecision::Recommended {
+                panicking: true,
+                ..
+            }
+        ),
+        "{burst:?}"
+    );
+}
+
+#[test]
 fn largest_metric_wins() {
     let mut r = Run::new(AlgorithmName::Hpa, 2, |_| {});
     // 2 pods: 20 in total is on target, 50 asks for 5.
