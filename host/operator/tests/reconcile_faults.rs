@@ -650,6 +650,44 @@ impl Rig {
     }
 }
 
+/// The promises every run keeps, whatever happened: pre-scale was only asked about the two
+/// pods that leave (the newest, ordinals 1 and 2), exactly their workers were drained, and
+/// every `/scale` write came after pre-scale answered Done for its operation.
+fn assert_only_leaving_pods_drained(rig: &Rig, kind: Kind, what: &str) {
+    let w = lock(&rig.world);
+    let calls = lock(&rig.calls);
+    let leaving: BTreeSet<String> = [kind.pod_name(1), kind.pod_name(2)].into();
+    assert!(
+        calls.pre_scale_removed.is_subset(&leaving),
+        "{what}: pre-scale was asked to drain {:?}; only {leaving:?} leave",
+        calls.pre_scale_removed
+    );
+    assert_eq!(
+        rig.drained(),
+        BTreeSet::from([1, 2]),
+        "{what}: exactly the leaving workers are drained"
+    );
+    assert!(
+        w.scale_writes
+            .iter()
+            .all(|(_, drained_first)| *drained_first),
+        "{what}: /scale written before pre-scale answered Done: {:?}",
+        w.scale_writes
+    );
+}
+
+/// The real sandbox (with a disk cache the caller keeps) and the trino-drain plugin's bytes.
+fn sandbox_and_plugin() -> (Sandbox, Vec<u8>, tempfile::TempDir) {
+    let wasm = std::fs::read(hoist_tests::operator::plugin_path("trino-drain").unwrap()).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::new(SandboxConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    (sandbox, wasm, cache)
+}
+
 fn idle_at(w: &World, replicas: i64) -> bool {
     let status = &w.scaler["status"];
     status["stage"] == "Idle"
@@ -692,14 +730,9 @@ async fn scale_down(
     })
     .await;
 
+    assert_only_leaving_pods_drained(&rig, kind, &format!("{kind:?} {fault:?}"));
     let w = lock(&rig.world);
     let calls = lock(&rig.calls);
-    let leaving: BTreeSet<String> = [kind.pod_name(1), kind.pod_name(2)].into();
-    assert!(
-        calls.pre_scale_removed.is_subset(&leaving),
-        "{kind:?} {fault:?}: pre-scale was asked to drain {:?}; only {leaving:?} leave",
-        calls.pre_scale_removed
-    );
     let stays: Vec<&FakePod> = w.pods.iter().filter(|p| !p.terminating).collect();
     assert_eq!(
         stays.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
@@ -710,18 +743,6 @@ async fn scale_down(
         stays.iter().all(|p| p.annotations.is_empty()),
         "{kind:?} {fault:?}: the pod that stays carries no leaving marks: {:?}",
         stays[0].annotations
-    );
-    assert!(
-        w.scale_writes
-            .iter()
-            .all(|(_, drained_first)| *drained_first),
-        "{kind:?} {fault:?}: /scale written before pre-scale answered Done: {:?}",
-        w.scale_writes
-    );
-    assert_eq!(
-        rig.drained(),
-        BTreeSet::from([1, 2]),
-        "{kind:?} {fault:?}: exactly the leaving workers are drained"
     );
     assert_eq!(
         calls.on_failure, 0,
@@ -737,13 +758,7 @@ async fn scale_down(
 
 /// The clean operation, then one run per (write, fault), all at once.
 async fn every_write_may_fail(kind: Kind) {
-    let wasm = std::fs::read(hoist_tests::operator::plugin_path("trino-drain").unwrap()).unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    let sandbox = Sandbox::new(SandboxConfig {
-        cache_dir: Some(cache.path().to_path_buf()),
-        ..SandboxConfig::default()
-    })
-    .unwrap();
+    let (sandbox, wasm, _cache) = sandbox_and_plugin();
 
     let writes = scale_down(kind, &sandbox, &wasm, 0, None).await;
     assert!(writes >= 4, "the clean operation wrote {writes} times");
@@ -781,13 +796,7 @@ async fn a_deployment_scale_down_survives_a_fault_at_every_write() {
 /// draining anything (a scale-up).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_desired_count_written_during_the_last_pre_scale_call_drains_no_staying_pod() {
-    let wasm = std::fs::read(hoist_tests::operator::plugin_path("trino-drain").unwrap()).unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    let sandbox = Sandbox::new(SandboxConfig {
-        cache_dir: Some(cache.path().to_path_buf()),
-        ..SandboxConfig::default()
-    })
-    .unwrap();
+    let (sandbox, wasm, _cache) = sandbox_and_plugin();
     let kind = Kind::Deployment;
     let rig = rig(kind, &sandbox, &wasm, 250).await;
     rig.settle("Idle at 3", |w| idle_at(w, 3)).await;
@@ -798,22 +807,8 @@ async fn a_desired_count_written_during_the_last_pre_scale_call_drains_no_stayin
     }
     rig.settle("Idle at 2", |w| idle_at(w, 2)).await;
 
+    assert_only_leaving_pods_drained(&rig, kind, "a desired count during the last call");
     let w = lock(&rig.world);
-    let calls = lock(&rig.calls);
-    let leaving: BTreeSet<String> = [kind.pod_name(1), kind.pod_name(2)].into();
-    assert!(
-        calls.pre_scale_removed.is_subset(&leaving),
-        "pre-scale was asked to drain {:?}; only {leaving:?} leave",
-        calls.pre_scale_removed
-    );
-    assert_eq!(rig.drained(), BTreeSet::from([1, 2]));
-    assert!(
-        w.scale_writes
-            .iter()
-            .all(|(_, drained_first)| *drained_first),
-        "{:?}",
-        w.scale_writes
-    );
     assert_eq!(
         w.scale_writes.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
         vec![1, 2],

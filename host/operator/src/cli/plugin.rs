@@ -141,7 +141,11 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
 
 fn new_sandbox(args: &SandboxArgs) -> anyhow::Result<Sandbox> {
     Sandbox::new(SandboxConfig {
-        cache_dir: args.cache_dir.clone(),
+        // As `hoist run`: the directory may be shared (an emptyDir); the cache is private in it.
+        cache_dir: args
+            .cache_dir
+            .as_deref()
+            .map(hoist_sandbox::private_cache_dir),
         memory_limit_bytes: args.memory_limit_mib.saturating_mul(1024 * 1024),
         max_concurrent_calls: 4,
         ..SandboxConfig::default()
