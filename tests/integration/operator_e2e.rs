@@ -1268,6 +1268,25 @@ async fn a_retry_after_a_scaling_timeout_resumes_and_runs_post_scale() {
     );
 }
 
+/// Waits until Scaler `name` reports `TargetConflict=True`; returns that condition.
+async fn wait_target_conflict(
+    ns: &TestNamespace,
+    name: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let s = wait_scaler(ns, name, "TargetConflict=True", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            hoist_api::conditions::is_true(&st.conditions, hoist_api::conditions::TARGET_CONFLICT)
+        })
+    })
+    .await;
+    hoist_api::conditions::find(
+        &s.status.unwrap_or_default().conditions,
+        hoist_api::conditions::TARGET_CONFLICT,
+    )
+    .cloned()
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_scalers_on_one_workload_only_the_oldest_acts() {
     let e = env("e2e-two").await;
@@ -1282,18 +1301,7 @@ async fn two_scalers_on_one_workload_only_the_oldest_acts() {
         json!({"replicas": 1}),
     )
     .await;
-    let conflicted = |s: &Scaler| {
-        s.status.as_ref().is_some_and(|st| {
-            hoist_api::conditions::is_true(&st.conditions, hoist_api::conditions::TARGET_CONFLICT)
-        })
-    };
-    let second = wait_scaler(&e.ns, "second", "TargetConflict=True", conflicted).await;
-    let c = hoist_api::conditions::find(
-        &second.status.unwrap().conditions,
-        hoist_api::conditions::TARGET_CONFLICT,
-    )
-    .cloned()
-    .unwrap();
+    let c = wait_target_conflict(&e.ns, "second").await;
     assert!(
         c.message.contains("only the oldest, Scaler first, acts"),
         "{}",
@@ -1301,7 +1309,7 @@ async fn two_scalers_on_one_workload_only_the_oldest_acts() {
     );
     // The older one says so too (on its next reconcile: nudge it with a no-op change).
     set_desired(&e.ns, "first", 3).await.unwrap();
-    wait_scaler(&e.ns, "first", "TargetConflict=True", conflicted).await;
+    wait_target_conflict(&e.ns, "first").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         sts_spec_replicas(&e.ns, "web").await,
@@ -1336,18 +1344,7 @@ async fn a_user_s_hpa_on_the_workload_itself_holds_a_newer_scaler_until_it_is_go
     // Creation times have a one-second resolution: make the Scaler clearly newer.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     create_scaler(&e.ns, "web", sts_ref("web"), None, json!({"replicas": 1})).await;
-    let s = wait_scaler(&e.ns, "web", "TargetConflict=True", |s| {
-        s.status.as_ref().is_some_and(|st| {
-            hoist_api::conditions::is_true(&st.conditions, hoist_api::conditions::TARGET_CONFLICT)
-        })
-    })
-    .await;
-    let c = hoist_api::conditions::find(
-        &s.status.unwrap().conditions,
-        hoist_api::conditions::TARGET_CONFLICT,
-    )
-    .cloned()
-    .unwrap();
+    let c = wait_target_conflict(&e.ns, "web").await;
     assert_eq!(c.reason, "OtherAutoscaler", "{}", c.message);
     assert!(
         c.message.contains("HorizontalPodAutoscaler mine"),
