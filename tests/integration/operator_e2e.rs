@@ -421,7 +421,10 @@ async fn failed_hook_runs_on_failure_and_retry_completes() {
 
     // Telemetry after this run: every family the issue lists, populated.
     assert_eq!(e.op.get("/healthz").await.unwrap().0, 200);
-    assert_eq!(e.op.get("/readyz").await.unwrap().0, 200);
+    assert_eq!(
+        e.op.get("/readyz").await.unwrap(),
+        (200, "leading; caches synced".into())
+    );
     let m = e.op.metrics().await.unwrap();
     assert!(
         metric(&m, "hoist_reconciles_total", &[("result", "ok")]) >= 1.0,
@@ -840,6 +843,12 @@ async fn with_leader_election_only_one_operator_acts() {
     set_desired(&ns, "web", 1).await.unwrap();
     wait_idle_at(&ns, "web", 1).await;
     assert!(!is_leader(&b).await);
+    // Both are ready: the standby to take over, the leader with its caches synced.
+    assert_eq!(b.get("/readyz").await.unwrap(), (200, "standby".into()));
+    assert_eq!(
+        a.get("/readyz").await.unwrap(),
+        (200, "leading; caches synced".into())
+    );
     assert!(a.log().contains("wrote target replicas"));
     assert!(
         !b.log().contains("wrote target replicas") && !b.log().contains("stage"),

@@ -95,6 +95,9 @@ pub struct Parts {
     pub autoscaling_triggers: mpsc::UnboundedReceiver<ObjectRef<Scaler>>,
     /// Watch the HPAs hoist owns (`hoist run --hpa-mode`).
     pub watch_hpas: bool,
+    /// Told once every store the reconcile reads (Scalers, plugin ConfigMaps, HPAs) has
+    /// listed its objects: until then the replica is not ready.
+    pub caches_synced: tokio::sync::oneshot::Sender<()>,
 }
 
 /// An API over one namespace, or over all of them.
@@ -235,6 +238,32 @@ fn spawn_hpa_watch(
     });
 }
 
+/// Sends on `synced` once the Scaler, plugin ConfigMap and HPA stores have each listed their
+/// objects (a store whose watch never lists keeps the replica unready, which is the point).
+fn spawn_sync_signal(
+    scalers: Store<Scaler>,
+    configmaps: Store<ConfigMap>,
+    hpas: Option<Store<HorizontalPodAutoscaler>>,
+    synced: tokio::sync::oneshot::Sender<()>,
+) {
+    tokio::spawn(async move {
+        let hpas_ready = async {
+            match hpas {
+                Some(h) => h.wait_until_ready().await.is_ok(),
+                None => true,
+            }
+        };
+        let (s, c, h) = tokio::join!(
+            scalers.wait_until_ready(),
+            configmaps.wait_until_ready(),
+            hpas_ready
+        );
+        if s.is_ok() && c.is_ok() && h {
+            let _ = synced.send(());
+        }
+    });
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let Parts {
@@ -247,6 +276,7 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
         namespace,
         autoscaling_triggers,
         watch_hpas,
+        caches_synced,
     } = parts;
     let namespace = namespace.as_deref();
     let controller = scaler_controller(&client, namespace);
@@ -254,6 +284,7 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
     let _ = context.scalers.set(store.clone());
     let (trigger, triggers) = mpsc::unbounded_channel::<ObjectRef<Scaler>>();
 
+    let plugin_configmaps = configmaps.as_reader();
     spawn_plugin_watch(
         &client,
         namespace,
@@ -262,6 +293,12 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
         trigger.clone(),
     );
     spawn_hpa_watch(&client, namespace, &context, store.clone(), trigger.clone());
+    spawn_sync_signal(
+        store.clone(),
+        plugin_configmaps,
+        context.hpas.get().cloned(),
+        caches_synced,
+    );
 
     // Finished plugin loads: reconcile the Scalers of that source; tell them about rejects.
     let load_store = store.clone();

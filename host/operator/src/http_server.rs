@@ -1,5 +1,5 @@
 //! The operator's HTTP endpoints: `/healthz` (the controller loop makes progress), `/readyz`
-//! (it holds the lease and its controller runs, or it stands by ready to take over),
+//! (it stands by ready to take over, or it leads and its caches are synced),
 //! `/metrics`.
 
 use std::net::SocketAddr;
@@ -87,20 +87,48 @@ impl Progress {
     }
 }
 
-/// Shared health state, flipped by the operator's main loop.
+/// Where this replica stands, for `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Connecting, checking the CRD, starting the sandbox: not ready.
+    #[default]
+    Starting,
+    /// Competing for the lease and able to take over: ready (a rollout need not wait for the
+    /// lease to move).
+    Standby,
+    /// Holds the lease (or runs without election); its caches (Scalers, plugin ConfigMaps,
+    /// HPAs) are still listing: not ready, it would act on a partial view.
+    Syncing,
+    /// Holds the lease and its caches are synced: ready.
+    Leading,
+}
+
+impl Role {
+    /// `/readyz`'s answer: ready or not, and the word it says.
+    pub fn readiness(self) -> (bool, &'static str) {
+        match self {
+            Self::Starting => (false, "starting"),
+            Self::Standby => (true, "standby"),
+            Self::Syncing => (false, "leading; caches not yet synced"),
+            Self::Leading => (true, "leading; caches synced"),
+        }
+    }
+}
+
+/// Shared health state, set by the operator's main loop.
 #[derive(Debug, Default)]
 pub struct Health {
-    ready: AtomicBool,
+    role: Mutex<Role>,
     /// The controller's progress (for `/healthz`).
     pub progress: Arc<Progress>,
 }
 
 impl Health {
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
+    pub fn set_role(&self, role: Role) {
+        *self.role.lock().unwrap_or_else(PoisonError::into_inner) = role;
     }
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+    pub fn role(&self) -> Role {
+        *self.role.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -118,10 +146,9 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    match state.health.role().readiness() {
+        (true, why) => (StatusCode::OK, why),
+        (false, why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }
 
@@ -181,5 +208,24 @@ mod tests {
         assert!(p.check(Instant::now(), Duration::from_mins(1)).is_ok());
         p.set_stopped();
         assert!(p.check(Instant::now(), Duration::from_mins(1)).is_err());
+    }
+
+    #[test]
+    fn readyz_is_ready_standing_by_or_leading_with_synced_caches() {
+        let rows = [
+            (Role::Starting, false),
+            (Role::Standby, true),
+            (Role::Syncing, false),
+            (Role::Leading, true),
+        ];
+        for (role, ready) in rows {
+            assert_eq!(role.readiness().0, ready, "{role:?}");
+        }
+        let health = Health::default();
+        assert_eq!(
+            health.role(),
+            Role::Starting,
+            "not ready before start-up is done"
+        );
     }
 }

@@ -15,6 +15,13 @@
 //! - [`target`]: any workload with `/scale`, its pods and their marks.
 #![forbid(unsafe_code)]
 
+/// The git revision hoist was built from: `deploy/image` sets `HOIST_GIT_REVISION` for the
+/// build; a plain `cargo build` does not know it.
+pub const REVISION: &str = match option_env!("HOIST_GIT_REVISION") {
+    Some(r) => r,
+    None => "unknown",
+};
+
 pub mod act;
 pub mod autoscaling;
 pub mod cli;

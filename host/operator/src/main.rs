@@ -9,14 +9,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use hoist_operator::cli;
-
-/// The git revision hoist was built from: `deploy/image` sets `HOIST_GIT_REVISION` for the
-/// build; a plain `cargo build` does not know it.
-const REVISION: &str = match option_env!("HOIST_GIT_REVISION") {
-    Some(r) => r,
-    None => "unknown",
-};
+use hoist_operator::{REVISION, cli};
 
 #[derive(Debug, Parser)]
 #[command(

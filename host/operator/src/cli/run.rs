@@ -21,7 +21,7 @@ use crate::error::OperatorError;
 use crate::events::Publisher;
 use crate::fence::Fence;
 use crate::hook_call::HookEnv;
-use crate::http_server::{self, Health};
+use crate::http_server::{self, Health, Role};
 use crate::latest::LatestScalers;
 use crate::leader;
 use crate::metrics::{MethodLabels, Metrics};
@@ -179,6 +179,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     reason = "start-up reads top to bottom: client, CRD, endpoints, sandbox, lease, controller, shutdown"
 )]
 async fn operate(args: &Args) -> Result<(), OperatorError> {
+    // Which build runs, and as whom (the plugin cache directory is named after the uid).
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        revision = crate::REVISION,
+        uid = rustix::process::geteuid().as_raw(),
+        gid = rustix::process::getegid().as_raw(),
+        "hoist run starting"
+    );
     let metrics = Arc::new(Metrics::new());
     let client = counting_client(&metrics).await?;
     check_crd(&client, args.namespace.as_deref()).await?;
@@ -216,7 +224,7 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
             &identity,
         )
         .await?;
-        health.set_ready(true);
+        health.set_role(Role::Standby);
         tracing::info!(%identity, lease = %format!("{}/{}", args.lease_namespace, args.lease_name), "waiting for the leader lease");
         tokio::select! {
             acquired = l.acquired() => if !acquired { return Ok(()) },
@@ -228,7 +236,7 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
         None
     };
     metrics.leader.set(1);
-    health.set_ready(true);
+    health.set_role(Role::Syncing);
 
     let (cm_store, cm_writer) = controller::plugin_store();
     let (plugins, loads) = controller::plugin_registry(sandbox.clone(), cm_store, metrics.clone());
@@ -275,6 +283,14 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
         scalers: std::sync::OnceLock::new(),
         hpas: std::sync::OnceLock::new(),
     });
+    let (synced_tx, synced_rx) = tokio::sync::oneshot::channel::<()>();
+    let synced_health = health.clone();
+    tokio::spawn(async move {
+        if synced_rx.await.is_ok() {
+            tracing::info!("caches synced; ready");
+            synced_health.set_role(Role::Leading);
+        }
+    });
     let parts = Parts {
         client,
         context,
@@ -285,6 +301,7 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
         namespace: args.namespace.clone(),
         autoscaling_triggers,
         watch_hpas: args.hpa_mode,
+        caches_synced: synced_tx,
     };
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
