@@ -17,11 +17,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use hoist_api::{Scaler, Stage};
+use hoist_tests::helm::{Installed, helm, run_helm};
 use hoist_tests::operator::{Operator, OperatorOptions, hoist_binary, plugin_path};
 use hoist_tests::trino::TrinoWorker;
 use hoist_tests::{Cluster, TestNamespace, repo_root, wait};
@@ -34,55 +34,6 @@ use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams, Valid
 use serde_json::{Value, json};
 
 const MANAGER: &str = "hoist-chart-test";
-
-/// `tests/helm/build` once per process: the path of the helm binary built from its Go module.
-fn helm() -> Result<&'static Path> {
-    static HELM: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    let helm = HELM.get_or_init(|| {
-        let script = repo_root().join("tests/helm/build");
-        let out = Command::new(&script)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "tests/helm/build failed ({}):\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(PathBuf::from(
-            String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        ))
-    });
-    match helm {
-        Ok(p) => Ok(p.as_path()),
-        Err(e) => bail!("{e}"),
-    }
-}
-
-/// Runs helm against the test cluster with its state (repositories, cache) under the
-/// cluster directory; returns stdout, or an error with stderr.
-fn run_helm(cluster: &Cluster, args: &[&str]) -> Result<String> {
-    let home = cluster.dir().join("helm");
-    let out = Command::new(helm()?)
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(cluster.kubeconfig())
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .output()
-        .context("running helm")?;
-    if !out.status.success() {
-        bail!(
-            "helm {} failed ({}):\n{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// A kubeconfig for the cluster that authenticates as `namespace/service_account` with a
 /// token from the TokenRequest API (one hour), written next to the admin kubeconfig.
@@ -535,12 +486,7 @@ async fn chart_installs_and_its_service_account_runs_the_operator() {
     let fullname = format!("{release}-hoist");
 
     let run_args = install_chart(cluster, &ns, &release, &fullname).await;
-    let installed = Installed {
-        cluster,
-        release: release.clone(),
-        namespace: ns.name.clone(),
-        done: false,
-    };
+    let installed = Installed::new(cluster, &release, &ns.name);
 
     default_service_account_is_refused(cluster, &ns).await;
 
@@ -640,43 +586,6 @@ async fn chart_installs_and_its_service_account_runs_the_operator() {
 
     drop(operator);
     installed.uninstall().unwrap();
-}
-
-/// A Helm release of the test: uninstalled when dropped, so a failing test leaves no release
-/// (and none of its cluster-scoped RBAC) behind.
-struct Installed<'a> {
-    cluster: &'a Cluster,
-    release: String,
-    namespace: String,
-    done: bool,
-}
-
-impl Installed<'_> {
-    /// `helm uninstall --wait`, checked.
-    fn uninstall(mut self) -> Result<String> {
-        self.done = true;
-        run_helm(
-            self.cluster,
-            &[
-                "uninstall",
-                &self.release,
-                "--namespace",
-                &self.namespace,
-                "--wait",
-            ],
-        )
-    }
-}
-
-impl Drop for Installed<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = run_helm(
-                self.cluster,
-                &["uninstall", &self.release, "--namespace", &self.namespace],
-            );
-        }
-    }
 }
 
 /// Every sample Scaler in charts/hoist/examples is accepted by the API server's CRD schema
@@ -949,4 +858,36 @@ fn chart_values_render_what_they_say() {
     assert!(bad.to_string().contains("plugins.install[0].name"), "{bad}");
     let missing = render(&["plugins.install[0].name=p"]).expect_err("no component");
     assert!(missing.to_string().contains("wasmBase64"), "{missing}");
+}
+
+/// The image defaults to what `deploy/image` builds; `hostNetwork` puts one replica per node.
+#[test]
+fn chart_image_and_host_network_values() {
+    let default = render(&[]).unwrap();
+    // The image defaults to what deploy/image builds, tagged with the chart's appVersion.
+    let pod = &find(&default, "Deployment", "hoist").unwrap()["spec"]["template"]["spec"];
+    let app_version = std::fs::read_to_string(repo_root().join("charts/hoist/Chart.yaml"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("appVersion: "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    assert_eq!(
+        pod["containers"][0]["image"],
+        json!(format!("localhost/hoist:{app_version}"))
+    );
+    assert!(pod.get("hostNetwork").is_none() && pod.get("affinity").is_none());
+    // On the node's network, one replica per node (metricsPort is the node's port).
+    let host = render(&["hostNetwork=true"]).unwrap();
+    let pod = &find(&host, "Deployment", "hoist").unwrap()["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], json!(true));
+    assert_eq!(pod["dnsPolicy"], json!("ClusterFirstWithHostNet"));
+    let anti =
+        &pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(anti["topologyKey"], json!("kubernetes.io/hostname"));
+    assert_eq!(
+        anti["labelSelector"]["matchLabels"],
+        find(&host, "Deployment", "hoist").unwrap()["spec"]["selector"]["matchLabels"]
+    );
 }

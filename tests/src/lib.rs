@@ -11,9 +11,11 @@
 #![forbid(unsafe_code)]
 
 pub mod faults;
+pub mod helm;
 pub mod keda;
 pub mod operator;
 pub mod prometheus;
+pub mod real_node;
 pub mod scenario;
 pub mod trino;
 pub mod wait;
