@@ -156,6 +156,18 @@ impl TrinoWorker {
         lock(&self.worker).history.clone()
     }
 
+    /// From now on, reports DRAINED after `more` further polls. A worker started with
+    /// `polls_to_drain` `u32::MAX` stays DRAINING until this is called.
+    pub fn drain_after(&self, more: u32) {
+        let mut w = lock(&self.worker);
+        w.polls_to_drain = w.polls_while_draining.saturating_add(more);
+    }
+
+    /// How often it was polled while DRAINING.
+    pub fn polls_while_draining(&self) -> u32 {
+        lock(&self.worker).polls_while_draining
+    }
+
     /// When it first reported DRAINED, if it did.
     pub fn drained_at(&self) -> Option<Instant> {
         lock(&self.worker)
