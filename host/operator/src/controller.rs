@@ -124,10 +124,10 @@ impl std::fmt::Debug for Parts {
 const PRUNE_INTERVAL: Duration = Duration::from_mins(1);
 
 /// Deleted Scalers are not reconciled again: every [`PRUNE_INTERVAL`], drop what the
-/// autoscalers keep for Scalers that are gone from the store.
-fn spawn_pruner(store: Store<Scaler>, context: Arc<Context>) {
+/// autoscalers keep for Scalers that are gone from the store (once it has listed them all).
+fn spawn_pruner(store: Store<Scaler>, context: Arc<Context>, mut listed: Listed) {
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_err() {
+        if listed.wait_for(|l| *l).await.is_err() {
             return;
         }
         let mut every = tokio::time::interval(PRUNE_INTERVAL);
@@ -145,10 +145,32 @@ fn spawn_pruner(store: Store<Scaler>, context: Arc<Context>) {
     });
 }
 
+/// Whether a watch has listed every object once (its first `InitDone`). The caches say so
+/// themselves (`Store::wait_until_ready`), but kube-runtime 5's store keeps one waker for all
+/// its waiters: with the controller, the pruner and the readiness signal all waiting on the
+/// Scaler store, all but the last to poll could sleep forever (a leader in a pod stayed unready).
+/// A watch channel wakes every receiver.
+pub type Listed = tokio::sync::watch::Receiver<bool>;
+
+/// Marks `listed` at the watch's first `InitDone` (for `.inspect` on a watcher stream).
+fn mark_listed<K>(
+    listed: tokio::sync::watch::Sender<bool>,
+) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) {
+    move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) {
+            listed.send_replace(true);
+        }
+    }
+}
+
 /// The Scaler controller over its own watch. The store holds every Scaler for the life of
 /// the process: managedFields (never read here, and a large part of a small object) are
 /// dropped before they are stored.
-fn scaler_controller(client: &Client, namespace: Option<&str>) -> Controller<Scaler> {
+fn scaler_controller(
+    client: &Client,
+    namespace: Option<&str>,
+    listed: tokio::sync::watch::Sender<bool>,
+) -> Controller<Scaler> {
     let (store, writer) = reflector::store::<Scaler>();
     let watch = reflector(
         writer,
@@ -156,7 +178,8 @@ fn scaler_controller(client: &Client, namespace: Option<&str>) -> Controller<Sca
             scoped::<Scaler>(client, namespace),
             watcher::Config::default().any_semantic(),
         )
-        .modify(|s| s.managed_fields_mut().clear()),
+        .modify(|s| s.managed_fields_mut().clear())
+        .inspect(mark_listed(listed)),
     )
     .applied_objects();
     Controller::for_stream(watch, store)
@@ -169,13 +192,15 @@ fn spawn_plugin_watch(
     configmaps: reflector::store::Writer<ConfigMap>,
     scalers: Store<Scaler>,
     trigger: mpsc::UnboundedSender<ObjectRef<Scaler>>,
+    listed: tokio::sync::watch::Sender<bool>,
 ) {
     let cm_watch = reflector(
         configmaps,
         watcher(
             scoped::<ConfigMap>(client, namespace),
             watcher::Config::default().labels(PLUGIN_LABEL),
-        ),
+        )
+        .inspect(mark_listed(listed)),
     )
     .default_backoff()
     .applied_objects();
@@ -204,6 +229,7 @@ fn spawn_hpa_watch(
     context: &Context,
     scalers: Store<Scaler>,
     trigger: mpsc::UnboundedSender<ObjectRef<Scaler>>,
+    listed: tokio::sync::watch::Sender<bool>,
 ) {
     let (store, writer) = reflector::store::<HorizontalPodAutoscaler>();
     let _ = context.hpas.set(store);
@@ -212,7 +238,8 @@ fn spawn_hpa_watch(
         watcher(
             scoped::<HorizontalPodAutoscaler>(client, namespace),
             watcher::Config::default(),
-        ),
+        )
+        .inspect(mark_listed(listed)),
     )
     .default_backoff()
     .touched_objects();
@@ -238,29 +265,16 @@ fn spawn_hpa_watch(
     });
 }
 
-/// Sends on `synced` once the Scaler, plugin ConfigMap and HPA stores have each listed their
-/// objects (a store whose watch never lists keeps the replica unready, which is the point).
-fn spawn_sync_signal(
-    scalers: Store<Scaler>,
-    configmaps: Store<ConfigMap>,
-    hpas: Option<Store<HorizontalPodAutoscaler>>,
-    synced: tokio::sync::oneshot::Sender<()>,
-) {
+/// Sends on `synced` once the Scaler, plugin ConfigMap and HPA watches have each listed their
+/// objects (a watch that never lists keeps the replica unready, which is the point).
+fn spawn_sync_signal(caches: [Listed; 3], synced: tokio::sync::oneshot::Sender<()>) {
     tokio::spawn(async move {
-        let hpas_ready = async {
-            match hpas {
-                Some(h) => h.wait_until_ready().await.is_ok(),
-                None => true,
+        for mut listed in caches {
+            if listed.wait_for(|l| *l).await.is_err() {
+                return;
             }
-        };
-        let (s, c, h) = tokio::join!(
-            scalers.wait_until_ready(),
-            configmaps.wait_until_ready(),
-            hpas_ready
-        );
-        if s.is_ok() && c.is_ok() && h {
-            let _ = synced.send(());
         }
+        let _ = synced.send(());
     });
 }
 
@@ -279,24 +293,36 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
         caches_synced,
     } = parts;
     let namespace = namespace.as_deref();
-    let controller = scaler_controller(&client, namespace);
+    let (scalers_listed, scalers_listed_rx) = tokio::sync::watch::channel(false);
+    let (configmaps_listed, configmaps_listed_rx) = tokio::sync::watch::channel(false);
+    let (hpas_listed, hpas_listed_rx) = tokio::sync::watch::channel(false);
+    let controller = scaler_controller(&client, namespace, scalers_listed);
     let store = controller.store();
     let _ = context.scalers.set(store.clone());
     let (trigger, triggers) = mpsc::unbounded_channel::<ObjectRef<Scaler>>();
 
-    let plugin_configmaps = configmaps.as_reader();
     spawn_plugin_watch(
         &client,
         namespace,
         configmaps,
         store.clone(),
         trigger.clone(),
+        configmaps_listed,
     );
-    spawn_hpa_watch(&client, namespace, &context, store.clone(), trigger.clone());
-    spawn_sync_signal(
+    spawn_hpa_watch(
+        &client,
+        namespace,
+        &context,
         store.clone(),
-        plugin_configmaps,
-        context.hpas.get().cloned(),
+        trigger.clone(),
+        hpas_listed,
+    );
+    spawn_sync_signal(
+        [
+            scalers_listed_rx.clone(),
+            configmaps_listed_rx,
+            hpas_listed_rx,
+        ],
         caches_synced,
     );
 
@@ -326,7 +352,7 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
         }
     });
 
-    spawn_pruner(store.clone(), context.clone());
+    spawn_pruner(store.clone(), context.clone(), scalers_listed_rx);
 
     let mut controller = controller
         .with_config(ControllerConfig::default().concurrency(concurrency))
