@@ -278,6 +278,38 @@ fn spawn_sync_signal(caches: [Listed; 3], synced: tokio::sync::oneshot::Sender<(
     });
 }
 
+/// Finished plugin loads: reconcile the Scalers of that source; tell them about rejects.
+fn spawn_load_reports(
+    loads: mpsc::UnboundedReceiver<LoadFinished>,
+    store: Store<Scaler>,
+    recorder: Publisher,
+    trigger: mpsc::UnboundedSender<ObjectRef<Scaler>>,
+) {
+    tokio::spawn(async move {
+        let mut loads = std::pin::pin!(channel_stream(loads));
+        while let Some(done) = loads.next().await {
+            for s in scalers_using(&store, &done.source.namespace, &done.source.config_map) {
+                if let Some(reason) = &done.error {
+                    let ev = Event {
+                        type_: EventType::Warning,
+                        reason: "PluginRejected".into(),
+                        note: Some(format!(
+                            "{}: plugin {} rejected: {reason}",
+                            done.source, done.digest
+                        )),
+                        action: "LoadPlugin".into(),
+                        secondary: None,
+                    };
+                    if let Err(e) = recorder.publish(&ev, &s.object_ref(&())).await {
+                        tracing::warn!(error = %e, "publishing PluginRejected failed");
+                    }
+                }
+                let _ = trigger.send(ObjectRef::from_obj(s.as_ref()));
+            }
+        }
+    });
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let Parts {
@@ -326,32 +358,7 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
         caches_synced,
     );
 
-    // Finished plugin loads: reconcile the Scalers of that source; tell them about rejects.
-    let load_store = store.clone();
-    tokio::spawn(async move {
-        let mut loads = std::pin::pin!(channel_stream(loads));
-        while let Some(done) = loads.next().await {
-            for s in scalers_using(&load_store, &done.source.namespace, &done.source.config_map) {
-                if let Some(reason) = &done.error {
-                    let ev = Event {
-                        type_: EventType::Warning,
-                        reason: "PluginRejected".into(),
-                        note: Some(format!(
-                            "{}: plugin {} rejected: {reason}",
-                            done.source, done.digest
-                        )),
-                        action: "LoadPlugin".into(),
-                        secondary: None,
-                    };
-                    if let Err(e) = recorder.publish(&ev, &s.object_ref(&())).await {
-                        tracing::warn!(error = %e, "publishing PluginRejected failed");
-                    }
-                }
-                let _ = trigger.send(ObjectRef::from_obj(s.as_ref()));
-            }
-        }
-    });
-
+    spawn_load_reports(loads, store.clone(), recorder, trigger.clone());
     spawn_pruner(store.clone(), context.clone(), scalers_listed_rx);
 
     let mut controller = controller
