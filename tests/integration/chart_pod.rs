@@ -30,7 +30,7 @@ use hoist_tests::trino::{TrinoWorker, pod_ips, start_workers};
 use hoist_tests::{Cluster, TestNamespace, repo_root, wait};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{AttachParams, DeleteParams, ListParams, LogParams, Patch, PatchParams};
 use kube::runtime::wait::conditions;
@@ -280,6 +280,18 @@ async fn wait_scaler(ns: &TestNamespace, what: &str, ok: impl Fn(&Scaler) -> boo
     .unwrap()
 }
 
+/// Cordons (or uncordons) a node, as `kubectl cordon` does.
+async fn set_unschedulable(ns: &TestNamespace, node: &str, unschedulable: bool) {
+    kube::Api::<Node>::all(ns.client.clone())
+        .patch(
+            node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"unschedulable": unschedulable}})),
+        )
+        .await
+        .unwrap();
+}
+
 async fn events_by(ns: &TestNamespace, instance: &str) -> Vec<String> {
     ns.api::<Event>()
         .list(&ListParams::default())
@@ -433,16 +445,50 @@ async fn start_scale_down(ns: &TestNamespace, port: u16, workers: &BTreeMap<u32,
     .unwrap();
 }
 
+/// trino-1 and trino-2 were drained before they went, trino-0 left alone; the old leader
+/// started the operation, the standby finished it.
+async fn assert_drained_and_handed_over(
+    ns: &TestNamespace,
+    workers: &BTreeMap<u32, TrinoWorker>,
+    leader: &str,
+    standby: &str,
+) {
+    let sts = ns.api::<StatefulSet>().get("trino").await.unwrap();
+    assert_eq!(sts.spec.unwrap().replicas, Some(1));
+    for (ordinal, w) in workers {
+        let states: Vec<String> = w.history().into_iter().map(|t| t.state).collect();
+        if *ordinal == 0 {
+            assert_eq!(states, ["ACTIVE"], "trino-0 is left alone");
+        } else {
+            assert_eq!(states, ["ACTIVE", "DRAINING", "DRAINED"], "trino-{ordinal}");
+        }
+    }
+    let started = events_by(ns, leader).await;
+    assert!(
+        started.iter().any(|r| r == "OperationStarted"),
+        "{leader} started the operation: {started:?}"
+    );
+    let finished = events_by(ns, standby).await;
+    assert!(
+        finished.iter().any(|r| r == "OperationSucceeded"),
+        "{standby} finished it: {finished:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_runs_hoist_from_its_image_and_a_standby_finishes_what_the_deleted_leader_started()
  {
     let cluster = Cluster::shared();
     let nodes = real_nodes(cluster).unwrap();
+    let ns = cluster.namespace("chart-pod").await.unwrap();
+    // A failed run may have left one cordoned.
+    for node in &nodes {
+        set_unschedulable(&ns, &node.name, false).await;
+    }
     assert!(
         nodes.len() >= 2,
         "two replicas need two real nodes: {nodes:?}"
     );
-    let ns = cluster.namespace("chart-pod").await.unwrap();
     let release = ns.name.clone();
     let (port, workers, _forwards) = workers(&ns, &nodes).await;
 
@@ -451,9 +497,18 @@ async fn the_chart_runs_hoist_from_its_image_and_a_standby_finishes_what_the_del
 
     start_scale_down(&ns, port, &workers).await;
 
-    // The leader's pod goes (as a node drain or a rollout would take it) mid-operation.
+    // The leader's node is drained mid-operation: cordoned, then its pod deleted. (Cordoned,
+    // the node takes no replacement pod, so the standby, not a new replica, takes over.)
     let pods_api = ns.api::<Pod>();
     let leader_uid = pods[&leader].metadata.uid.clone().unwrap();
+    let leader_node = pods[&leader]
+        .spec
+        .as_ref()
+        .unwrap()
+        .node_name
+        .clone()
+        .unwrap();
+    set_unschedulable(&ns, &leader_node, true).await;
     pods_api
         .delete(&leader, &DeleteParams::default())
         .await
@@ -486,26 +541,7 @@ async fn the_chart_runs_hoist_from_its_image_and_a_standby_finishes_what_the_del
     })
     .await;
 
-    let sts = ns.api::<StatefulSet>().get("trino").await.unwrap();
-    assert_eq!(sts.spec.unwrap().replicas, Some(1));
-    for (ordinal, w) in &workers {
-        let states: Vec<String> = w.history().into_iter().map(|t| t.state).collect();
-        if *ordinal == 0 {
-            assert_eq!(states, ["ACTIVE"], "trino-0 is left alone");
-        } else {
-            assert_eq!(states, ["ACTIVE", "DRAINING", "DRAINED"], "trino-{ordinal}");
-        }
-    }
-    let started = events_by(&ns, &leader).await;
-    assert!(
-        started.iter().any(|r| r == "OperationStarted"),
-        "{leader} started the operation: {started:?}"
-    );
-    let finished = events_by(&ns, &standby).await;
-    assert!(
-        finished.iter().any(|r| r == "OperationSucceeded"),
-        "{standby} finished it: {finished:?}"
-    );
+    assert_drained_and_handed_over(&ns, &workers, &leader, &standby).await;
     let standby_pod = pods_api.get(&standby).await.unwrap();
     let node = nodes
         .iter()
@@ -518,7 +554,8 @@ async fn the_chart_runs_hoist_from_its_image_and_a_standby_finishes_what_the_del
         "the operator was refused something:\n{standby_log}"
     );
 
-    // The Deployment replaced the deleted pod; it stands by, ready.
+    // Uncordoned, the node takes the Deployment's replacement pod; it stands by, ready.
+    set_unschedulable(&ns, &leader_node, false).await;
     wait::until(LONG, "two ready replicas again", || async {
         let pods = operator_pods(&ns, &release).await?;
         Ok(pods.len() == 2 && pods.values().all(is_ready))
