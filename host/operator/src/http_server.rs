@@ -1,4 +1,5 @@
-//! The operator's HTTP endpoints: `/healthz` (the controller loop makes progress), `/readyz`
+//! The operator's HTTP endpoints: `/healthz` (the controller loop runs and makes progress, and a
+//! leader syncs its caches in time), `/readyz`
 //! (it stands by ready to take over, or it leads and its caches are synced),
 //! `/metrics`.
 
@@ -19,6 +20,11 @@ use crate::metrics::Metrics;
 /// How long reconciles may be in flight without any of them finishing before `/healthz`
 /// says the controller is stuck. Every hook call and request is bounded far below this.
 pub const STALL_BOUND: Duration = Duration::from_mins(15);
+
+/// How long a replica may hold the lease without its caches synced before `/healthz` fails:
+/// a leader that cannot list what it reconciles (a watch refused, an API server that never
+/// answers the list) holds the lease for nothing, and only a restart lets the standby lead.
+pub const SYNC_BOUND: Duration = Duration::from_mins(5);
 
 /// Whether the controller loop makes progress: reconciles started and finished, and when the
 /// last one finished.
@@ -116,19 +122,49 @@ impl Role {
 }
 
 /// Shared health state, set by the operator's main loop.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Health {
-    role: Mutex<Role>,
+    /// The role, and since when.
+    role: Mutex<(Role, Instant)>,
     /// The controller's progress (for `/healthz`).
     pub progress: Arc<Progress>,
 }
 
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            role: Mutex::new((Role::default(), Instant::now())),
+            progress: Arc::default(),
+        }
+    }
+}
+
 impl Health {
     pub fn set_role(&self, role: Role) {
-        *self.role.lock().unwrap_or_else(PoisonError::into_inner) = role;
+        *self.role.lock().unwrap_or_else(PoisonError::into_inner) = (role, Instant::now());
     }
     pub fn role(&self) -> Role {
-        *self.role.lock().unwrap_or_else(PoisonError::into_inner)
+        self.role.lock().unwrap_or_else(PoisonError::into_inner).0
+    }
+
+    /// `/healthz`: `Err(why)` when the controller loop stopped, its reconciles stall for
+    /// `stall_bound`, or it has led for `sync_bound` without its caches synced.
+    pub fn check_live(
+        &self,
+        now: Instant,
+        stall_bound: Duration,
+        sync_bound: Duration,
+    ) -> Result<(), String> {
+        self.progress.check(now, stall_bound)?;
+        let (role, since) = *self.role.lock().unwrap_or_else(PoisonError::into_inner);
+        let for_ = now.saturating_duration_since(since);
+        if role == Role::Syncing && for_ > sync_bound {
+            return Err(format!(
+                "leading for {}s and the caches have not synced",
+                for_.as_secs()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -139,7 +175,10 @@ struct AppState {
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.health.progress.check(Instant::now(), STALL_BOUND) {
+    match state
+        .health
+        .check_live(Instant::now(), STALL_BOUND, SYNC_BOUND)
+    {
         Ok(()) => (StatusCode::OK, "ok".to_owned()),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
@@ -227,5 +266,27 @@ mod tests {
             Role::Starting,
             "not ready before start-up is done"
         );
+    }
+
+    #[test]
+    fn healthz_fails_when_a_leader_never_syncs_its_caches() {
+        let health = Health::default();
+        let bound = Duration::from_mins(5);
+        let later = Instant::now() + Duration::from_mins(6);
+        health.set_role(Role::Standby);
+        assert!(
+            health.check_live(later, STALL_BOUND, bound).is_ok(),
+            "a standby waits as long as it takes"
+        );
+        health.set_role(Role::Syncing);
+        assert!(
+            health
+                .check_live(Instant::now(), STALL_BOUND, bound)
+                .is_ok()
+        );
+        let err = health.check_live(later, STALL_BOUND, bound).unwrap_err();
+        assert!(err.contains("caches have not synced"), "{err}");
+        health.set_role(Role::Leading);
+        assert!(health.check_live(later, STALL_BOUND, bound).is_ok());
     }
 }
