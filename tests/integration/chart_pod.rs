@@ -40,20 +40,18 @@ const MANAGER: &str = "hoist-chart-pod-test";
 /// The chart's default Lease name.
 const LEASE: &str = "hoist-operator";
 
-/// The API server's port, from the cluster's `env` file (`HOIST_CLUSTER_SERVER`).
-fn api_port(cluster: &Cluster) -> Result<String> {
-    let env = std::fs::read_to_string(cluster.dir().join("env"))?;
-    env.lines()
-        .find_map(|l| l.strip_prefix("HOIST_CLUSTER_SERVER="))
-        .and_then(|s| s.rsplit(':').next())
-        .map(str::to_owned)
-        .context("no HOIST_CLUSTER_SERVER in the cluster's env file")
+/// The API server's port, from the admin kubeconfig.
+async fn api_port(cluster: &Cluster) -> Result<String> {
+    let url = cluster.config().await?.cluster_url;
+    url.port_u16()
+        .map(|p| p.to_string())
+        .context("the admin kubeconfig's server has no port")
 }
 
 /// The chart's values for this cluster: the image as `deploy/image` built it (the chart's
 /// defaults), the pods on the real nodes on their network, one namespace watched, trino-drain
 /// installed from the values.
-fn values(cluster: &Cluster, ns: &TestNamespace) -> Result<Value> {
+async fn values(cluster: &Cluster, ns: &TestNamespace) -> Result<Value> {
     let wasm = std::fs::read(plugin_path("trino-drain")?)?;
     Ok(json!({
         "hostNetwork": true,
@@ -63,7 +61,7 @@ fn values(cluster: &Cluster, ns: &TestNamespace) -> Result<Value> {
         // pods use the address the nodes reach it at (a forward into each node's namespace).
         "extraEnv": [
             {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
-            {"name": "KUBERNETES_SERVICE_PORT", "value": api_port(cluster)?},
+            {"name": "KUBERNETES_SERVICE_PORT", "value": api_port(cluster).await?},
         ],
         "watchNamespace": ns.name,
         "logFormat": "json",
@@ -364,7 +362,7 @@ async fn install<'a>(
 ) -> (Installed<'a>, BTreeMap<String, Pod>, String, String) {
     let release = ns.name.clone();
     let values_file = cluster.dir().join(format!("{release}-values.json"));
-    std::fs::write(&values_file, values(cluster, ns).unwrap().to_string()).unwrap();
+    std::fs::write(&values_file, values(cluster, ns).await.unwrap().to_string()).unwrap();
     run_helm(
         cluster,
         &[

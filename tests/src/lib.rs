@@ -117,6 +117,20 @@ impl Cluster {
         self.owned
     }
 
+    /// A value `tests/cluster/up` (or `node`) wrote to the cluster's `env` file, if any.
+    ///
+    /// # Errors
+    /// When the file cannot be read.
+    pub fn env(&self, key: &str) -> Result<Option<String>> {
+        let file = self.dir.join("env");
+        let env = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        Ok(env
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(str::to_owned))
+    }
+
     /// Path of the admin kubeconfig.
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")

@@ -27,15 +27,7 @@ pub struct RealNode {
 /// # Errors
 /// When the cluster has none: the message says how to start one that has.
 pub fn real_nodes(cluster: &Cluster) -> Result<Vec<RealNode>> {
-    let env_file = cluster.dir().join("env");
-    let env = std::fs::read_to_string(&env_file)
-        .with_context(|| format!("reading {}", env_file.display()))?;
-    let value = |key: &str| {
-        env.lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-            .map(str::to_owned)
-    };
-    let names = value("HOIST_CLUSTER_REAL_NODES").unwrap_or_default();
+    let names = cluster.env("HOIST_CLUSTER_REAL_NODES")?.unwrap_or_default();
     if names.trim().is_empty() {
         bail!(
             "the cluster in {} has no real nodes; start it with `tests/cluster/up DIR --real-nodes 2`",
