@@ -10,6 +10,10 @@ pub const SCALING_ACTIVE: &str = "ScalingActive";
 pub const HOOKS_READY: &str = "HooksReady";
 /// hoist can read and write the target's /scale and no failed operation blocks it.
 pub const ABLE_TO_SCALE: &str = "AbleToScale";
+/// The workload's count is within `minReplicas`..`maxReplicas` (False: it is not, and hoist
+/// left it as it was: adoption changes nothing, and the bounds apply to the next change of the
+/// asked count).
+pub const WITHIN_BOUNDS: &str = "WithinBounds";
 /// The spec is valid (False: the message names the field).
 pub const VALID_SPEC: &str = "ValidSpec";
 /// Another Scaler targets the same workload (True: the message names them all and the one that
@@ -32,11 +36,12 @@ pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
 pub const AUTOSCALING: [&str; 3] = [AUTOSCALER_ACTIVE, KEDA_AVAILABLE, METRICS_AVAILABLE];
 
 /// All condition types a Scaler carries, in the order they are written.
-pub const ALL: [&str; 9] = [
+pub const ALL: [&str; 10] = [
     READY,
     SCALING_ACTIVE,
     HOOKS_READY,
     ABLE_TO_SCALE,
+    WITHIN_BOUNDS,
     VALID_SPEC,
     TARGET_CONFLICT,
     AUTOSCALER_ACTIVE,

@@ -24,9 +24,10 @@
 //! act(plan):  1. plan.finalizer (Add)   -> before anything the operation causes
 //!             2. plan.status            -> /status, guarded by the observed resourceVersion
 //!             3. plan.scale_target      -> PATCH target /scale (frozen `to`, idempotent)
-//!             4. plan.release_leaving   -> remove the ended operation's pod marks
-//!             5. plan.remove_retry_annotation, plan.finalizer (Remove), plan.events
-//!             6. plan.requeue_after     -> requeue (watch events also trigger a reconcile)
+//!             4. plan.seed_replicas     -> the Scaler's absent spec.replicas (its /scale)
+//!             5. plan.release_leaving   -> remove the ended operation's pod marks
+//!             6. plan.remove_retry_annotation, plan.finalizer (Remove), plan.events
+//!             7. plan.requeue_after     -> requeue (watch events also trigger a reconcile)
 //! ```
 //!
 //! - Intent before effect: the status that records Scaling (with the frozen `to` and the

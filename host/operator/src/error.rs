@@ -83,6 +83,13 @@ pub enum OperatorError {
         #[source]
         source: kube::Error,
     },
+    /// Writing the workload's count to a Scaler's absent `spec.replicas` failed.
+    #[error("seeding spec.replicas of Scaler {scaler}: {source}")]
+    SeedReplicas {
+        scaler: String,
+        #[source]
+        source: kube::Error,
+    },
     /// Leader election failed.
     #[error("leader election: {0}")]
     LeaderElection(#[source] kube_lease_manager::LeaseManagerError),

@@ -57,9 +57,17 @@ impl ReconcileError {
         }
     }
 
-    /// The status write was refused because the Scaler changed underneath (409).
+    /// The status write (or the seeding of `spec.replicas`) was refused because the Scaler
+    /// changed underneath (409).
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Self::Act { source: OperatorError::WriteStatus { source: kube::Error::Api(s), .. }, .. } if s.code == 409)
+        matches!(
+            self,
+            Self::Act {
+                source: OperatorError::WriteStatus { source: kube::Error::Api(s), .. }
+                    | OperatorError::SeedReplicas { source: kube::Error::Api(s), .. },
+                ..
+            } if s.code == 409
+        )
     }
 
     /// This replica lost the lease: nothing more may be written.

@@ -303,11 +303,16 @@ impl<'a> Machine<'a> {
     }
 
     /// The clamped desired count: spec.replicas, or the target's count when absent.
+    /// The count to run: `spec.replicas` (the workload's own count while it is absent),
+    /// clamped to the bounds. A count equal to the workload's is kept as it is even out of
+    /// bounds: adoption changes nothing, and neither does a change of the bounds alone; the
+    /// bounds apply to the next change of the asked count (WithinBounds says so meanwhile).
     fn desired(&self) -> Option<i32> {
-        let asked = self
-            .spec
-            .replicas
-            .or(self.obs.target.found().map(|t| t.spec_replicas))?;
+        let current = self.obs.target.found().map(|t| t.spec_replicas);
+        let asked = self.spec.replicas.or(current)?;
+        if Some(asked) == current {
+            return Some(asked);
+        }
         Some(self.spec.clamp(asked))
     }
 
@@ -355,12 +360,23 @@ impl<'a> Machine<'a> {
             _ => None,
         };
         self.set_conditions();
+        self.plan.seed_replicas = self.seed_replicas();
         self.st.observed_generation = self.generation;
         self.plan.finalizer = self.finalizer_change();
         if self.old.as_ref() != Some(&self.st) {
             self.plan.status = Some(self.st);
         }
         Decision::Act(self.plan)
+    }
+
+    /// `spec.replicas` is absent (a new Scaler, or someone removed it) and nothing is in
+    /// flight: write the workload's count there, which changes nothing (an absent count
+    /// already means the workload's), so that the Scaler's `/scale` answers.
+    fn seed_replicas(&self) -> Option<i32> {
+        if self.spec.replicas.is_some() || self.st.stage != Stage::Idle || self.deleting() {
+            return None;
+        }
+        self.obs.target.found().map(|t| t.spec_replicas)
     }
 
     /// hoist holds its finalizer exactly while the status records an operation with a plugin

@@ -1,5 +1,5 @@
 //! The conditions every status carries: ValidSpec, HooksReady, AbleToScale, ScalingActive,
-//! Ready.
+//! Ready, and WithinBounds once the target was read.
 #![allow(clippy::doc_markdown)]
 
 use super::{
@@ -18,7 +18,7 @@ impl Machine<'_> {
             self.ready_condition(),
         ];
         let mut conds = std::mem::take(&mut self.st.conditions);
-        for update in updates {
+        for update in updates.into_iter().chain(self.within_bounds_condition()) {
             conditions::set(&mut conds, update, self.generation, &self.now_time);
         }
         // Keep a stable order (the order of conditions::ALL) so equal states compare equal.
@@ -135,6 +135,43 @@ impl Machine<'_> {
                 format!("{} can be scaled", self.spec.target_ref),
             ),
         }
+    }
+
+    /// Whether the workload's count is within the bounds; kept as it was while the target
+    /// cannot be read.
+    pub(super) fn within_bounds_condition(&self) -> Option<ConditionUpdate> {
+        let current = self.obs.target.found()?.spec_replicas;
+        let (min, max) = (
+            self.spec.effective_min_replicas(),
+            self.spec.effective_max_replicas(),
+        );
+        let update = if current < min {
+            ConditionUpdate::new(
+                conditions::WITHIN_BOUNDS,
+                false,
+                "BelowMinReplicas",
+                format!(
+                    "the workload runs {current} replicas, below minReplicas {min}; hoist leaves it so until the asked count next changes, then applies the bounds"
+                ),
+            )
+        } else if current > max {
+            ConditionUpdate::new(
+                conditions::WITHIN_BOUNDS,
+                false,
+                "AboveMaxReplicas",
+                format!(
+                    "the workload runs {current} replicas, above maxReplicas {max}; hoist leaves it so until the asked count next changes, then applies the bounds"
+                ),
+            )
+        } else {
+            ConditionUpdate::new(
+                conditions::WITHIN_BOUNDS,
+                true,
+                "WithinBounds",
+                format!("{current} replicas, within minReplicas {min} and maxReplicas {max}"),
+            )
+        };
+        Some(update)
     }
 
     pub(super) fn operation_text(&self) -> String {

@@ -377,7 +377,11 @@ fn adoption_a_new_scaler_takes_the_targets_count_and_scales_nothing() {
                 scale: Some(None),
                 hook: Some(None),
                 events: Some(&["Adopted"]),
-                check: Some(|p| assert_eq!(p.status.as_ref().unwrap().replicas, Some(3))),
+                check: Some(|p| {
+                    assert_eq!(p.status.as_ref().unwrap().replicas, Some(3));
+                    // The Scaler's /scale answers only once spec.replicas exists.
+                    assert_eq!(p.seed_replicas, Some(3));
+                }),
                 ..Expect::default()
             },
         ),
@@ -537,15 +541,69 @@ fn idle_starts_an_operation_with_to_frozen() {
             },
         ),
         (
-            "adopted count outside the bounds is clamped through an operation, not silently",
+            "adopted count above maxReplicas: kept, reported, and seeded into spec.replicas",
             given()
                 .spec(|s| s.replicas = None)
+                .target(target(20))
+                .idle(),
+            Expect {
+                stage: Some(Stage::Idle),
+                scale: Some(None),
+                events: Some(&[]),
+                condition: Some((conditions::WITHIN_BOUNDS, false, "AboveMaxReplicas")),
+                check: Some(|p| assert_eq!(p.seed_replicas, Some(20))),
+                ..Expect::default()
+            },
+        ),
+        (
+            "adopted 0 below the default minReplicas 1: kept and reported",
+            given()
+                .spec(|s| {
+                    s.replicas = Some(0);
+                    s.min_replicas = None;
+                })
+                .target(target(0))
+                .idle(),
+            Expect {
+                stage: Some(Stage::Idle),
+                scale: Some(None),
+                condition: Some((conditions::WITHIN_BOUNDS, false, "BelowMinReplicas")),
+                check: Some(|p| assert_eq!(p.seed_replicas, None)),
+                ..Expect::default()
+            },
+        ),
+        (
+            "out of bounds, then the asked count changes: the bounds apply (19 → 10)",
+            given()
+                .spec(|s| s.replicas = Some(19))
                 .target(target(20))
                 .idle(),
             Expect {
                 stage: Some(Stage::Scaling),
                 scale: Some(Some(10)),
                 events: Some(&["OperationStarted", "Scaling"]),
+                ..Expect::default()
+            },
+        ),
+        (
+            "a change of the bounds alone starts nothing (maxReplicas 10 under a count of 20)",
+            given()
+                .spec(|s| s.replicas = Some(20))
+                .target(target(20))
+                .idle(),
+            Expect {
+                stage: Some(Stage::Idle),
+                scale: Some(None),
+                condition: Some((conditions::READY, true, "Idle")),
+                ..Expect::default()
+            },
+        ),
+        (
+            "within the bounds: WithinBounds True",
+            given().spec(|s| s.replicas = Some(3)).idle(),
+            Expect {
+                condition: Some((conditions::WITHIN_BOUNDS, true, "WithinBounds")),
+                check: Some(|p| assert_eq!(p.seed_replicas, None)),
                 ..Expect::default()
             },
         ),

@@ -252,8 +252,8 @@ pub struct Event {
 
 /// What to write. The operator applies it in this order, each step only after the one before
 /// succeeded: `finalizer` (when adding), `status` (the intent), `scale_target` (the effect the
-/// status already records), `release_leaving`, `remove_retry_annotation`, `finalizer` (when
-/// removing), `events`, then requeues.
+/// status already records), `seed_replicas`, `release_leaving`, `remove_retry_annotation`,
+/// `finalizer` (when removing), `events`, then requeues.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     /// Add or remove hoist's finalizer.
@@ -264,6 +264,11 @@ pub struct Plan {
     /// Write this count to the target's /scale: always the operation's frozen `to`, and only
     /// in a plan whose status (written first) records the Scaling stage of that operation.
     pub scale_target: Option<i32>,
+    /// Write this count to the Scaler's own `spec.replicas`, which is absent: the workload's
+    /// count, so that the Scaler's `/scale` answers (the API server refuses a GET of `/scale`
+    /// while `spec.replicas` does not exist, and an HPA or KEDA reads it before writing).
+    /// Guarded by the resourceVersion, so it never overwrites a count someone just wrote.
+    pub seed_replicas: Option<i32>,
     /// The operation (by id) that ended: remove its leaving marks from the target's pods.
     pub release_leaving: Option<String>,
     /// Remove the `hoist.dev/retry` annotation from the Scaler.
@@ -282,6 +287,7 @@ impl Plan {
             || self.finalizer.is_some()
             || self.release_leaving.is_some()
             || self.scale_target.is_some()
+            || self.seed_replicas.is_some()
             || self.remove_retry_annotation
             || !self.events.is_empty()
     }

@@ -5,9 +5,11 @@
 //! 2. the status (server-side apply as `hoist`, guarded by the resourceVersion of the copy
 //!    the plan was decided on, so a plan decided on a stale copy writes nothing at all);
 //! 3. the target's `/scale`, which only a plan whose status records Scaling asks for;
-//! 4. the leaving marks of an ended operation's pods (best effort);
-//! 5. the retry annotation's removal, then the finalizer's removal;
-//! 6. events (best effort).
+//! 4. the Scaler's own `spec.replicas` when it is absent (the workload's count, guarded by
+//!    the resourceVersion), so that HPAs and KEDA can read the Scaler's `/scale`;
+//! 5. the leaving marks of an ended operation's pods (best effort);
+//! 6. the retry annotation's removal, then the finalizer's removal;
+//! 7. events (best effort).
 //!
 //! One more write happens inside a reconcile, before a hook call rather than after the
 //! decision: [`Actor::mark_leaving`], the marks of the Deployment/ReplicaSet pods a pre-scale
@@ -43,6 +45,9 @@ use crate::target::Targets;
 
 /// Longest note of an Event hoist publishes (the API server allows 1 KiB).
 const EVENT_NOTE_MAX: usize = 1000;
+
+/// Field manager of the `spec.replicas` hoist writes once, when it is absent.
+const SEED_FIELD_MANAGER: &str = "hoist-adoption";
 
 /// What act needs.
 #[derive(Clone)]
@@ -98,6 +103,11 @@ impl Actor {
                 .await?;
             self.metrics.scale_writes.inc();
             tracing::info!(scaler = %who, target = %target.short(), replicas, "wrote target replicas");
+        }
+
+        if let Some(replicas) = plan.seed_replicas {
+            self.fence.check("seeding spec.replicas")?;
+            current = self.seed_replicas(&api, &current, replicas).await?;
         }
 
         if let Some(operation) = &plan.release_leaving {
@@ -165,6 +175,36 @@ impl Actor {
         };
         self.latest.wrote(current, after.clone());
         self.count_transition(current, status);
+        Ok(after)
+    }
+
+    /// Writes the workload's count to the Scaler's absent `spec.replicas` (a merge patch
+    /// guarded by `current`'s resourceVersion: if anyone wrote the Scaler since, the write
+    /// conflicts and the next reconcile decides again from what they wrote).
+    async fn seed_replicas(
+        &self,
+        api: &Api<Scaler>,
+        current: &Scaler,
+        replicas: i32,
+    ) -> Result<Scaler, OperatorError> {
+        let name = current.name_any();
+        let patch = json!({
+            "metadata": {"resourceVersion": current.resource_version()},
+            "spec": {"replicas": replicas},
+        });
+        let params = PatchParams {
+            field_manager: Some(SEED_FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        let after = api
+            .patch(&name, &params, &Patch::Merge(&patch))
+            .await
+            .map_err(|source| OperatorError::SeedReplicas {
+                scaler: format!("{}/{name}", current.namespace().unwrap_or_default()),
+                source,
+            })?;
+        tracing::info!(scaler = %name, namespace = %current.namespace().unwrap_or_default(), replicas, "seeded spec.replicas with the workload's count");
+        self.latest.wrote(current, after.clone());
         Ok(after)
     }
 
