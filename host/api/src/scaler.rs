@@ -51,6 +51,11 @@ pub const DEFAULT_MIN_REPLICAS: i32 = 1;
         "rule": "!has(self.autoscaling) || !(has(self.autoscaling.hpa) || has(self.autoscaling.keda) || has(self.autoscaling.builtin)) || has(self.maxReplicas)",
         "message": "maxReplicas is required when autoscaling is hpa, keda or builtin",
         "fieldPath": ".maxReplicas"
+    },
+    {
+        "rule": "!has(self.autoscaling) || !has(self.autoscaling.builtin) || !has(self.minReplicas) || self.minReplicas > 0 || self.autoscaling.builtin.metrics.exists(m, has(m.prometheus))",
+        "message": crate::validate::ZERO_NEEDS_PROMETHEUS,
+        "fieldPath": ".autoscaling.builtin.metrics"
     }
 ]))]
 pub struct ScalerSpec {

@@ -237,6 +237,15 @@ fn cel_rules_reject_invalid_scalers_with_readable_messages() {
             "spec.autoscaling.builtin.metrics[0]",
         ),
         (
+            "scale to zero with only a pods metric",
+            with(
+                base_spec(),
+                json!({"minReplicas": 0, "maxReplicas": 5, "autoscaling": {"builtin": {"algorithm": "kpa", "metrics": [{"pods": {"port": 9090, "metricName": "q", "target": 1.0}}]}}}),
+            ),
+            "minReplicas 0 needs a prometheus metric",
+            "spec.autoscaling.builtin.metrics",
+        ),
+        (
             "backoff inverted",
             with(
                 base_spec(),

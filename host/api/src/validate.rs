@@ -9,6 +9,9 @@ use crate::autoscaling::{AutoscalingMode, KedaAutoscaling, MetricTargetType};
 use crate::duration::Duration;
 use crate::scaler::ScalerSpec;
 
+/// Why `minReplicas: 0` with only pods metrics is refused (CEL rule and [`ScalerSpec::validate`]).
+pub const ZERO_NEEDS_PROMETHEUS: &str = "minReplicas 0 needs a prometheus metric: at zero replicas no pod serves a pods metric, so nothing would ever scale the workload up again; add a prometheus metric that sees demand while nothing runs (e.g. requests queued at the ingress or load balancer), or set minReplicas to 1 or more";
+
 /// One problem with a spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpecViolation {
@@ -106,6 +109,14 @@ impl ScalerSpec {
                                     "must set exactly one of prometheus or pods".into(),
                                 );
                             }
+                        }
+                        if self.effective_min_replicas() == 0
+                            && !builtin.metrics.iter().any(|m| m.prometheus.is_some())
+                        {
+                            bad(
+                                "spec.autoscaling.builtin.metrics",
+                                ZERO_NEEDS_PROMETHEUS.into(),
+                            );
                         }
                         let algorithm = builtin.algorithm;
                         for (name, set, wanted) in [
