@@ -41,7 +41,7 @@ async fn builtin_scales_with_prometheus_to_zero_and_back_and_holds_on_outage() {
         "web",
         json!({
             "targetRef": kit::sts_ref("web"),
-            "replicas": 2, "minReplicas": 0, "maxReplicas": 6,
+            "minReplicas": 0, "maxReplicas": 6,
             "autoscaling": {"builtin": {
                 "algorithm": "hpa",
                 "metrics": [{"prometheus": {"address": prom.address(), "query": DEMAND_QUERY, "target": 10}}],

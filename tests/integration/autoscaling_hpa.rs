@@ -4,11 +4,13 @@
 //! machine moves the StatefulSet; pauses become Disabled select policies; a mode change deletes
 //! the HPA.
 //!
-//! The cluster has no metrics API (metrics.k8s.io / custom / external), so the HPA cannot
-//! compute a metric-based recommendation. What the real controller does without metrics is
-//! enforce its bounds: a Scaler whose `spec.replicas` is above the HPA's `maxReplicas` is
-//! written down to it through /scale ("Current number of replicas above Spec.MaxReplicas"). That
-//! is the write this test waits for; the metric-driven path is the same /scale write.
+//! The Scalers here are written as the README writes them, without `spec.replicas`: hoist seeds
+//! it with the workload's count at adoption, so the Scaler's /scale answers the HPA controller.
+//! This test's HPA has a CPU metric and the cluster no resource metrics API, so what the real
+//! controller does here is enforce its bounds: a Scaler whose `spec.replicas` is above the
+//! HPA's `maxReplicas` is written down to it through /scale ("Current number of replicas above
+//! Spec.MaxReplicas"). The metric-driven path (an external metric from KEDA's adapter) is
+//! `keda_operator.rs`'s.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -47,7 +49,7 @@ async fn owned_hpa_targets_the_scaler_and_the_real_hpa_controller_writes_its_sca
         "web",
         json!({
             "targetRef": kit::sts_ref("web"),
-            "replicas": 2, "minReplicas": 2, "maxReplicas": 4,
+            "minReplicas": 2, "maxReplicas": 4,
             "autoscaling": {"hpa": {"metrics": metrics, "behavior": behavior}}
         }),
     )
@@ -97,7 +99,7 @@ async fn owned_hpa_targets_the_scaler_and_the_real_hpa_controller_writes_its_sca
     .await;
 
     // The real HPA controller: a desired count above maxReplicas is written down to 4 through
-    // the Scaler's /scale (hoist never writes spec.replicas in hpa mode), and the state machine
+    // the Scaler's /scale (hoist writes spec.replicas only once, at adoption), and the state machine
     // moves the StatefulSet there.
     patch_spec(ns, "web", json!({"replicas": 7})).await;
     let s = kit::wait_scaler(&env, "web", "the HPA wrote spec.replicas 4", |s| {
@@ -239,7 +241,7 @@ async fn a_user_s_hpa_of_the_same_name_is_never_taken_over() {
         "web",
         json!({
             "targetRef": kit::sts_ref("web"),
-            "replicas": 2, "minReplicas": 2, "maxReplicas": 4,
+            "minReplicas": 2, "maxReplicas": 4,
             "autoscaling": {"hpa": {}}
         }),
     )

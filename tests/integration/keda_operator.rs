@@ -1,13 +1,19 @@
-//! The real KEDA drives a Scaler: KEDA's own operator (`keda-operator` v2.20, built from its
-//! Go module by `tests/cluster/keda-build`, run against the test control plane) picks up the
-//! ScaledObject hoist owns for a `keda`-mode Scaler, activates the Scaler from 0 through its
-//! `/scale` while a cron trigger's window is open, and deactivates it to 0 after the cooldown
-//! once the window is closed; each time hoist's state machine moves the StatefulSet, and on the
-//! way down the trino-drain hook drains the leaving worker before the StatefulSet shrinks.
+//! The real KEDA drives Scalers written as the README writes them (no `spec.replicas`): KEDA
+//! v2.20 as a cluster admin installs it (`tests/cluster/keda`: `keda-operator` and
+//! `keda-adapter` built from KEDA's Go module, the adapter registered as the external metrics
+//! API) against the test control plane.
 //!
-//! KEDA's metrics adapter is not run, so the HPA KEDA creates has no external metrics (its
-//! events say so); activation and deactivation are the operator's own `/scale` writes, which
-//! is the path that scales to and from zero.
+//! - Activation: KEDA's operator picks up the ScaledObject hoist owns for a `keda`-mode Scaler,
+//!   activates the Scaler from 0 through its `/scale` while a cron trigger's window is open,
+//!   and deactivates it to 0 after the cooldown once the window is closed.
+//! - Metrics: a Prometheus trigger (Debian's Prometheus scraping a gauge the test sets) scales
+//!   a Scaler 1 → 3 → 1 through the HPA KEDA creates, which reads the adapter's external
+//!   metric; and a plain `hpa`-mode Scaler scales 1 → 3 → 1 from the same kind of external
+//!   metric (KEDA's `s0-prometheus` of a ScaledObject of another workload).
+//!
+//! Every change moves the StatefulSet through hoist's state machine, and on each way down the
+//! trino-drain hook drains the leaving workers (fake workers at the pods' IPs) before the
+//! StatefulSet shrinks.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -22,12 +28,14 @@ mod kit;
 use std::net::IpAddr;
 
 use hoist_api::Scaler;
-use hoist_tests::keda::{KedaOperator, install_crds, scaled_objects};
+use hoist_tests::keda::{Keda, scaled_objects};
 use hoist_tests::operator::{apply_plugin_configmap, plugin_path};
+use hoist_tests::prometheus::{DEMAND_QUERY, Prometheus};
 use hoist_tests::scenario::record;
-use hoist_tests::trino::TrinoWorker;
+use hoist_tests::trino::{TrinoWorker, pod_ips, start_workers};
 use hoist_tests::{Cluster, wait};
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::ResourceExt;
 use kube::api::{DynamicObject, ListParams};
@@ -98,8 +106,7 @@ async fn events_about(ns: &hoist_tests::TestNamespace, kind: &str, name: &str) -
 async fn real_keda_activates_and_deactivates_a_scaler_through_the_state_machine() {
     let env = kit::env("keda-real").await;
     let ns = &env.ns;
-    install_crds(&ns.client).await.unwrap();
-    let keda = KedaOperator::start(Cluster::shared(), &ns.name).unwrap();
+    let keda = Keda::in_cluster(Cluster::shared()).unwrap();
     apply_plugin_configmap(ns, "trino-drain", &plugin_path("trino-drain").unwrap())
         .await
         .unwrap();
@@ -111,20 +118,15 @@ async fn real_keda_activates_and_deactivates_a_scaler_through_the_state_machine(
         "web",
         json!({
             "targetRef": kit::sts_ref("web"),
-            "replicas": 0, "minReplicas": 0, "maxReplicas": 3,
+            "minReplicas": 0, "maxReplicas": 3,
             "autoscaling": {"keda": keda_spec(&cron_trigger(-1, 30))}
         }),
     )
     .await;
     let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
         panic!(
-            "{what}: {e}\nkeda-operator log (tail):\n{}\nhoist log:\n{}",
-            keda.log()
-                .lines()
-                .rev()
-                .take(40)
-                .collect::<Vec<_>>()
-                .join("\n"),
+            "{what}: {e}\n{}\nhoist log:\n{}",
+            keda.log_tail(),
             env.op.log()
         )
     };
@@ -240,5 +242,183 @@ async fn real_keda_activates_and_deactivates_a_scaler_through_the_state_machine(
             .any(|e| e.starts_with("OperationSucceeded: scaled 1 → 0")),
         "{events:#?}"
     );
-    drop(keda);
+}
+
+/// Demand that asks for 3 replicas at a threshold (average value per replica) of 5.
+const DEMAND_FOR_3: f64 = 12.0;
+
+/// The Prometheus trigger both metric tests use: one replica per 5 of demand.
+fn prometheus_trigger(prom: &Prometheus) -> Value {
+    json!({"type": "prometheus", "metadata": {
+        "serverAddress": prom.address(), "query": DEMAND_QUERY, "threshold": "5"}})
+}
+
+/// Sets the demand and waits until Prometheus answers it.
+async fn demand(prom: &Prometheus, value: f64) {
+    prom.set_value(value);
+    prom.wait_for(DEMAND_QUERY, value).await.unwrap();
+}
+
+/// The Scaler `web` (on a 1-replica StatefulSet, already applied by the caller) is driven by
+/// a metric path: demand for 3 takes it 1 → 3, no demand takes it back 3 → 1, and the way
+/// down goes through trino-drain, which drains web-1 and web-2 before the StatefulSet shrinks.
+async fn up_to_3_and_down_through_the_hook(
+    env: &kit::Env,
+    prom: &Prometheus,
+    keda: &Keda,
+    metric_writer: &str,
+) {
+    let ns = &env.ns;
+    let scalers = ns.api::<Scaler>();
+    let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
+        panic!(
+            "{what}: {e}\n{}\nhoist log:\n{}\nPrometheus log:\n{}",
+            keda.log_tail(),
+            env.op.log(),
+            prom.log()
+        )
+    };
+    // Idle at n, with spec.replicas n (the seeded count, or the one the HPA wrote).
+    let idle = |n: i32, what: &'static str| {
+        let scalers = scalers.clone();
+        wait::for_value(LONG, what, move || {
+            let scalers = scalers.clone();
+            async move {
+                let s = scalers.get("web").await?;
+                Ok((idle_at(&s, n) && s.spec.replicas == Some(n)).then_some(s))
+            }
+        })
+    };
+    idle(1, "adopted at 1 with spec.replicas seeded")
+        .await
+        .unwrap_or_else(|e| fail("adoption", &e));
+
+    demand(prom, DEMAND_FOR_3).await;
+    let up = idle(3, "the metric takes the Scaler to 3")
+        .await
+        .unwrap_or_else(|e| fail("scale up", &e));
+    assert_eq!(
+        scale_writer(&up).as_deref(),
+        Some(metric_writer),
+        "the HPA controller wrote the Scaler's /scale"
+    );
+    kit::wait_statefulset_ready(ns, "web", 3).await.unwrap();
+
+    let ips = pod_ips(ns, "web").await.unwrap();
+    let (port, workers) = start_workers(&ips, &[1, 2], 2).await.unwrap();
+    patch_spec(
+        ns,
+        "web",
+        json!({"hooks": {"plugin": {"configMap": "trino-drain"},
+            "config": {"port": port, "pollIntervalMs": 300}}}),
+    )
+    .await;
+    let sts = record(ns.api::<StatefulSet>(), "web", |s: &StatefulSet| {
+        s.spec.as_ref().and_then(|s| s.replicas)
+    })
+    .await;
+
+    demand(prom, 0.0).await;
+    idle(1, "no demand takes the Scaler back to 1")
+        .await
+        .unwrap_or_else(|e| fail("scale down", &e));
+    let shrunk = sts
+        .entries()
+        .into_iter()
+        .find(|(_, r)| *r == Some(1))
+        .map(|(at, _)| at)
+        .expect("the StatefulSet went to 1");
+    for (ordinal, worker) in &workers {
+        let drained = worker
+            .drained_at()
+            .unwrap_or_else(|| panic!("worker web-{ordinal} drained"));
+        assert!(drained < shrunk, "web-{ordinal} drained before the shrink");
+    }
+    // Events are published after the status that says Idle: wait for the one that counts.
+    let succeeded = wait::until(LONG, "the event OperationSucceeded 3 → 1", || async {
+        Ok(events_about(ns, "Scaler", "web")
+            .await
+            .iter()
+            .any(|e| e.starts_with("OperationSucceeded: scaled 3 → 1")))
+    })
+    .await;
+    if let Err(e) = succeeded {
+        panic!("{e}: {:#?}", events_about(ns, "Scaler", "web").await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_keda_scales_a_scaler_1_to_3_to_1_from_a_prometheus_trigger() {
+    let env = kit::env("keda-prom").await;
+    let ns = &env.ns;
+    let keda = Keda::in_cluster(Cluster::shared()).unwrap();
+    let prom = Prometheus::start().await.expect("a real Prometheus");
+    apply_plugin_configmap(ns, "trino-drain", &plugin_path("trino-drain").unwrap())
+        .await
+        .unwrap();
+    create_statefulset(ns, "web", 1).await.unwrap();
+    apply_scaler(
+        ns,
+        "web",
+        json!({
+            "targetRef": kit::sts_ref("web"),
+            "minReplicas": 1, "maxReplicas": 4,
+            "autoscaling": {"keda": {"pollingInterval": 1, "cooldownPeriod": 3,
+                "triggers": [prometheus_trigger(&prom)]}}
+        }),
+    )
+    .await;
+    up_to_3_and_down_through_the_hook(&env, &prom, &keda, "kube-controller-manager").await;
+    // The HPA KEDA made reads the adapter's external metric.
+    let hpa = ns
+        .api::<HorizontalPodAutoscaler>()
+        .get("keda-hpa-web")
+        .await
+        .unwrap();
+    let metric = hpa.spec.and_then(|s| s.metrics).unwrap_or_default();
+    assert!(
+        metric.iter().any(|m| m.type_ == "External"),
+        "KEDA's HPA uses an external metric: {metric:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hpa_mode_scaler_scales_1_to_3_to_1_from_an_external_metric() {
+    let env = kit::env("hpa-external").await;
+    let ns = &env.ns;
+    let keda = Keda::in_cluster(Cluster::shared()).unwrap();
+    let prom = Prometheus::start().await.expect("a real Prometheus");
+    apply_plugin_configmap(ns, "trino-drain", &plugin_path("trino-drain").unwrap())
+        .await
+        .unwrap();
+    // A ScaledObject of another workload publishes the external metric `s0-prometheus`.
+    create_statefulset(ns, "demand", 1).await.unwrap();
+    let so: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+        "metadata": {"name": "demand"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "demand"},
+            "minReplicaCount": 1, "maxReplicaCount": 1, "pollingInterval": 1,
+            "triggers": [prometheus_trigger(&prom)]}
+    }))
+    .unwrap();
+    scaled_objects(&ns.client, &ns.name)
+        .create(&kube::api::PostParams::default(), &so)
+        .await
+        .unwrap();
+
+    create_statefulset(ns, "web", 1).await.unwrap();
+    apply_scaler(
+        ns,
+        "web",
+        json!({
+            "targetRef": kit::sts_ref("web"),
+            "minReplicas": 1, "maxReplicas": 4,
+            "autoscaling": {"hpa": {"metrics": [{"type": "External", "external": {
+                "metric": {"name": "s0-prometheus",
+                    "selector": {"matchLabels": {"scaledobject.keda.sh/name": "demand"}}},
+                "target": {"type": "AverageValue", "averageValue": "5"}}}]}}
+        }),
+    )
+    .await;
+    up_to_3_and_down_through_the_hook(&env, &prom, &keda, "kube-controller-manager").await;
 }

@@ -806,7 +806,17 @@ async fn adopting_a_running_statefulset_changes_nothing() {
     let m = e.op.metrics().await.unwrap();
     assert!(metric(&m, "hoist_scale_writes_total", &[]) < 0.5, "{m}");
     let s = e.ns.api::<Scaler>().get("five").await.unwrap();
-    assert_eq!(s.spec.replicas, None, "the Scaler's spec is left alone");
+    assert_eq!(
+        s.spec.replicas,
+        Some(5),
+        "the Scaler's spec.replicas is seeded with the workload's count"
+    );
+    assert!(
+        s.managed_fields()
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("hoist-adoption")),
+        "seeded by hoist's adoption field manager"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1316,8 +1326,16 @@ async fn two_scalers_on_one_workload_only_the_oldest_acts() {
         "{}",
         c.message
     );
-    // The older one says so too (on its next reconcile: nudge it with a no-op change).
-    set_desired(&e.ns, "first", 3).await.unwrap();
+    // The older one says so too (on its next reconcile: nudge it with a change that asks for
+    // nothing; its spec.replicas already holds the adopted 3, so writing 3 would not be one).
+    e.ns.api::<Scaler>()
+        .patch(
+            "first",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"nudge": "1"}}})),
+        )
+        .await
+        .unwrap();
     wait_target_conflict(&e.ns, "first").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(

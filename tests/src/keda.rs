@@ -1,18 +1,13 @@
-//! KEDA itself for the integration tests: its CRDs (`tests/cluster/keda-crds`) and its
-//! operator, `keda-operator`, built from its Go module by `tests/cluster/keda-build` and run as
-//! a local process against the test control plane, watching one namespace.
-//!
-//! Out of a cluster the operator needs: a kubeconfig, `WATCH_NAMESPACE`, `POD_NAMESPACE` and
-//! `KEDA_CLUSTER_OBJECT_NAMESPACE`, and a certificate directory (`ca.crt`, `tls.crt`,
-//! `tls.key`, usable for server and client auth) for its gRPC metrics service, even with
-//! certificate rotation off. Every listener is bound to loopback. The metrics adapter is not
-//! run: KEDA's operator alone activates (0 → min or 1) and deactivates (→ 0 after the
-//! cooldown) a target through its `/scale`; the replica counts in between come from the HPA
-//! KEDA creates, which needs the adapter's external metrics API.
+//! KEDA itself for the integration tests: its CRDs (`tests/cluster/keda-crds`), and KEDA as a
+//! cluster admin installs it (`tests/cluster/keda`: `keda-operator` and `keda-adapter`, built
+//! from KEDA's Go module by `tests/cluster/keda-build`, run as local processes against the test
+//! control plane, the adapter registered as the external metrics API). KEDA's operator
+//! activates (0 → min or 1) and deactivates (→ 0 after the cooldown) a target through its
+//! `/scale`; the replica counts in between come from the HPA KEDA creates, which reads the
+//! adapter's external metrics.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
@@ -70,133 +65,48 @@ pub async fn install_crds(client: &kube::Client) -> Result<()> {
     Ok(())
 }
 
-/// A certificate authority and a loopback certificate signed by it, for server and client
-/// auth, as KEDA's gRPC service loads them.
-fn write_certificates(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let ext = dir.join("ext.cnf");
-    std::fs::write(
-        &ext,
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
-    )?;
-    let steps: [&[&str]; 3] = [
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=hoist-test-keda-ca",
-        ],
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "tls.key",
-            "-out",
-            "tls.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "tls.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "tls.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    ];
-    for args in steps {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
+/// KEDA installed in the test cluster by `tests/cluster/keda`: its operator watching every
+/// namespace and its metrics adapter serving the external metrics API. Started on first use
+/// (once per cluster; later calls find it running) and stopped with the cluster.
+#[derive(Debug)]
+pub struct Keda {
+    logs: PathBuf,
+}
+
+impl Keda {
+    /// KEDA of `cluster`, installed now if it is not running yet.
+    pub fn in_cluster(cluster: &Cluster) -> Result<Self> {
+        let script = repo_root().join("tests/cluster/keda");
+        let out = Command::new(&script)
+            .arg(cluster.dir())
+            .stdin(Stdio::null())
             .output()
-            .context("running openssl (install the openssl package)")?;
+            .with_context(|| format!("running {}", script.display()))?;
         if !out.status.success() {
             bail!(
-                "openssl {}: {}",
-                args.join(" "),
+                "tests/cluster/keda failed ({}):\n{}",
+                out.status,
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-    }
-    Ok(())
-}
-
-static KEDA_SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// A running `keda-operator`, killed when dropped.
-#[derive(Debug)]
-pub struct KedaOperator {
-    child: Child,
-    log: PathBuf,
-}
-
-impl KedaOperator {
-    /// Builds (or reuses) `keda-operator` and starts it watching `namespace`.
-    pub fn start(cluster: &Cluster, namespace: &str) -> Result<Self> {
-        let bin = script_path("keda-build")?;
-        let seq = KEDA_SEQ.fetch_add(1, Ordering::Relaxed);
-        let dir = cluster
-            .dir()
-            .join(format!("keda-{}-{seq}", std::process::id()));
-        let certs = dir.join("certs");
-        write_certificates(&certs)?;
-        let log = dir.join("keda-operator.log");
-        let log_file =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(&bin)
-            .args([
-                "--leader-elect=false",
-                "--enable-cert-rotation=false",
-                "--enable-prometheus-metrics=false",
-                "--metrics-bind-address=0",
-                "--health-probe-bind-address=127.0.0.1:0",
-                "--metrics-service-bind-address=127.0.0.1:0",
-                "--zap-log-level=info",
-            ])
-            .arg(format!("--cert-dir={}", certs.display()))
-            .arg(format!("--ca-dir={}", certs.display()))
-            .env("KUBECONFIG", cluster.kubeconfig())
-            .env("WATCH_NAMESPACE", namespace)
-            .env("POD_NAMESPACE", namespace)
-            .env("KEDA_CLUSTER_OBJECT_NAMESPACE", namespace)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        Ok(Self { child, log })
+        Ok(Self {
+            logs: cluster.dir().join("logs"),
+        })
     }
 
-    /// Everything it logged so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+    fn tail(&self, name: &str, lines: usize) -> String {
+        let text =
+            std::fs::read_to_string(self.logs.join(format!("keda-{name}.log"))).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
-}
 
-impl Drop for KedaOperator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// The last lines the operator and the adapter logged, for failure messages.
+    pub fn log_tail(&self) -> String {
+        format!(
+            "keda-operator (tail):\n{}\nkeda-adapter (tail):\n{}",
+            self.tail("operator", 40),
+            self.tail("adapter", 20)
+        )
     }
 }
