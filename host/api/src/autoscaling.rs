@@ -466,6 +466,18 @@ pub struct ApaTuning {
     /// drops only once every recommendation of the window is lower (default 300s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down_cooldown: Option<Duration>,
+    /// At most this multiple of the current replicas per decision (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.0, max = 1000.0))]
+    pub max_scale_up_rate: Option<f64>,
+    /// At least the current replicas divided by this per decision (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.0, max = 1000.0))]
+    pub max_scale_down_rate: Option<f64>,
+    /// Decide on the average per-pod value of this window instead of the current one (default
+    /// 0s: the current value; AIBrix averages over 180s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric_window: Option<Duration>,
 }
 
 impl ApaTuning {
@@ -477,22 +489,103 @@ impl ApaTuning {
     pub const DEFAULT_SCALE_UP_COOLDOWN: Duration = Duration::from_secs(0);
     /// AIBrix's default scale-down cooldown.
     pub const DEFAULT_SCALE_DOWN_COOLDOWN: Duration = Duration::from_secs(300);
+    /// AIBrix's default maximum scale-up rate.
+    pub const DEFAULT_MAX_SCALE_UP_RATE: f64 = 2.0;
+    /// AIBrix's default maximum scale-down rate.
+    pub const DEFAULT_MAX_SCALE_DOWN_RATE: f64 = 2.0;
+    /// hoist's default metric window: the current value (AIBrix averages over 180s).
+    pub const DEFAULT_METRIC_WINDOW: Duration = Duration::from_secs(0);
 }
 
 /// HPA formula tuning; every field defaults to the HPA controller's value.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.scaleUpStabilization) || !has(self.scaleUp) || !has(self.scaleUp.stabilizationWindowSeconds)", "message": "builtin.hpa: set scaleUpStabilization or scaleUp.stabilizationWindowSeconds, not both"},
+    {"rule": "!has(self.scaleDownStabilization) || !has(self.scaleDown) || !has(self.scaleDown.stabilizationWindowSeconds)", "message": "builtin.hpa: set scaleDownStabilization or scaleDown.stabilizationWindowSeconds, not both"}
+]))]
 pub struct HpaTuning {
-    /// Skip changes when |metric/target − 1| is within this (default 0.1).
+    /// No change while metric/target lies within [1 − this, 1 + this], edges included
+    /// (default 0.1). `scaleUp.tolerance` / `scaleDown.tolerance` override one side.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub tolerance: Option<f64>,
-    /// Scale-up stabilization window (default 0s).
+    /// Scale-up stabilization window (default 0s); the same as
+    /// `scaleUp.stabilizationWindowSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_up_stabilization: Option<Duration>,
-    /// Scale-down stabilization window (default 300s).
+    /// Scale-down stabilization window (default 300s); the same as
+    /// `scaleDown.stabilizationWindowSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down_stabilization: Option<Duration>,
+    /// Scale-up behavior, as the HPA's `behavior.scaleUp` (default: no stabilization, the
+    /// larger of 4 pods and 100 % per 15 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up: Option<HpaScalingRules>,
+    /// Scale-down behavior, as the HPA's `behavior.scaleDown` (default: 300 s stabilization,
+    /// 100 % per 15 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<HpaScalingRules>,
+}
+
+/// One direction of the HPA's behavior (`HPAScalingRules`); an absent field takes the HPA's
+/// default for that direction.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HpaScalingRules {
+    /// For scale-up the lowest, for scale-down the highest recommendation of this many past
+    /// seconds is used (default: scale-up 0, scale-down 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub stabilization_window_seconds: Option<i32>,
+    /// How the policies combine (default `Max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select_policy: Option<HpaSelectPolicy>,
+    /// Rate policies (default: scale-up Pods 4 and Percent 100 per 15 s, scale-down Percent
+    /// 100 per 15 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 10))]
+    pub policies: Option<Vec<HpaScalingPolicy>>,
+    /// This direction's tolerance (default: `hpa.tolerance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub tolerance: Option<f64>,
+}
+
+/// How the policies of one direction combine (the HPA's `selectPolicy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum HpaSelectPolicy {
+    /// The policy allowing the largest change.
+    Max,
+    /// The policy allowing the smallest change.
+    Min,
+    /// No change in this direction.
+    Disabled,
+}
+
+/// One rate policy (`HPAScalingPolicy`): at most `value` pods, or `value` percent of the
+/// replicas at the start of the period, per `periodSeconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HpaScalingPolicy {
+    /// `Pods` or `Percent`.
+    #[serde(rename = "type")]
+    pub type_: HpaScalingPolicyType,
+    /// Pods, or percent; greater than 0.
+    #[schemars(range(min = 1))]
+    pub value: i32,
+    /// The period the change is allowed over, 1 to 1800 seconds.
+    #[schemars(range(min = 1, max = 1800))]
+    pub period_seconds: i32,
+}
+
+/// The unit of an [`HpaScalingPolicy`]'s value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum HpaScalingPolicyType {
+    /// A number of pods.
+    Pods,
+    /// A percentage of the replicas at the start of the period.
+    Percent,
 }
 
 impl HpaTuning {

@@ -134,6 +134,14 @@ fn cel_rules_accept_valid_scalers() {
         ),
         with(
             base_spec(),
+            json!({"maxReplicas": 10, "autoscaling": {"builtin": {"algorithm": "hpa", "hpa": {"tolerance": 0.05, "scaleUpStabilization": "30s", "scaleUp": {"selectPolicy": "Min", "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60}, {"type": "Percent", "value": 50, "periodSeconds": 60}], "tolerance": 0.2}, "scaleDown": {"stabilizationWindowSeconds": 600, "selectPolicy": "Disabled"}}, "metrics": [{"prometheus": {"address": "http://p:9090", "query": "sum(x)", "target": 10.0}}]}}}),
+        ),
+        with(
+            base_spec(),
+            json!({"maxReplicas": 10, "autoscaling": {"builtin": {"algorithm": "apa", "apa": {"maxScaleUpRate": 3.0, "maxScaleDownRate": 1.5, "metricWindow": "180s"}, "metrics": [{"prometheus": {"address": "http://p:9090", "query": "sum(x)", "target": 10.0}}]}}}),
+        ),
+        with(
+            base_spec(),
             json!({"hooks": {"plugin": {"configMap": "drain", "sha256": sha}, "config": {"any": ["json", 1]}, "failurePolicy": "FailOpen"}}),
         ),
         with(
@@ -246,6 +254,15 @@ fn cel_rules_reject_invalid_scalers_with_readable_messages() {
             "spec.autoscaling.builtin.metrics",
         ),
         (
+            "a stabilization window set twice",
+            with(
+                base_spec(),
+                json!({"maxReplicas": 5, "autoscaling": {"builtin": {"algorithm": "hpa", "hpa": {"scaleDownStabilization": "60s", "scaleDown": {"stabilizationWindowSeconds": 60}}, "metrics": [{"prometheus": {"address": "a", "query": "q", "target": 1.0}}]}}}),
+            ),
+            "set scaleDownStabilization or scaleDown.stabilizationWindowSeconds, not both",
+            "spec.autoscaling.builtin.hpa.scaleDown.stabilizationWindowSeconds",
+        ),
+        (
             "backoff inverted",
             with(
                 base_spec(),
@@ -348,6 +365,83 @@ fn rust_only_checks_name_the_field() {
         );
         assert!(violations[0].to_string().starts_with(field));
     }
+}
+
+/// The builtin tuning's ranges: the schema refuses them at admission, and the Rust check (for
+/// objects admitted without the schema) names the field.
+#[test]
+fn builtin_tuning_out_of_range_names_the_field() {
+    let builtin = |algorithm: &str, tuning: Value| {
+        let mut b = json!({"algorithm": algorithm, "metrics": [{"prometheus": {"address": "a", "query": "q", "target": 1.0}}]});
+        b[algorithm] = tuning;
+        with(
+            base_spec(),
+            json!({"maxReplicas": 5, "autoscaling": {"builtin": b}}),
+        )
+    };
+    let policy =
+        |value: i32, period: i32| json!({"type": "Pods", "value": value, "periodSeconds": period});
+    let cases = [
+        (
+            builtin("hpa", json!({"scaleUp": {"policies": [policy(0, 15)]}})),
+            "spec.autoscaling.builtin.hpa.scaleUp.policies[0].value",
+        ),
+        (
+            builtin(
+                "hpa",
+                json!({"scaleDown": {"policies": [policy(1, 15), policy(1, 1801)]}}),
+            ),
+            "spec.autoscaling.builtin.hpa.scaleDown.policies[1].periodSeconds",
+        ),
+        (
+            builtin("hpa", json!({"scaleDown": {"policies": []}})),
+            "spec.autoscaling.builtin.hpa.scaleDown.policies",
+        ),
+        (
+            builtin(
+                "hpa",
+                json!({"scaleUp": {"stabilizationWindowSeconds": 3601}}),
+            ),
+            "spec.autoscaling.builtin.hpa.scaleUp.stabilizationWindowSeconds",
+        ),
+        (
+            builtin("hpa", json!({"scaleUp": {"tolerance": 1.5}})),
+            "spec.autoscaling.builtin.hpa.scaleUp.tolerance",
+        ),
+        (
+            builtin("apa", json!({"maxScaleUpRate": 0.5})),
+            "spec.autoscaling.builtin.apa.maxScaleUpRate",
+        ),
+        (
+            builtin("apa", json!({"downFluctuationTolerance": 1.0})),
+            "spec.autoscaling.builtin.apa.downFluctuationTolerance",
+        ),
+    ];
+    for (spec, field) in cases {
+        let parsed = parse_scaler_value(scaler(spec.clone())).unwrap();
+        let violations = parsed.spec.validate();
+        assert_eq!(
+            violations
+                .iter()
+                .map(|v| v.field.as_str())
+                .collect::<Vec<_>>(),
+            [field],
+            "{spec}"
+        );
+    }
+    // The schema holds the same ranges and the HPA's names and enums.
+    let hpa = &schema()["properties"]["spec"]["properties"]["autoscaling"]["properties"]["builtin"]
+        ["properties"]["hpa"]["properties"];
+    let rules = &hpa["scaleUp"]["properties"];
+    assert_eq!(rules["stabilizationWindowSeconds"]["maximum"], 3600.0);
+    assert_eq!(
+        rules["selectPolicy"]["enum"],
+        json!(["Max", "Min", "Disabled"])
+    );
+    let policy = &rules["policies"]["items"]["properties"];
+    assert_eq!(policy["type"]["enum"], json!(["Pods", "Percent"]));
+    assert_eq!(policy["periodSeconds"]["maximum"], 1800.0);
+    assert_eq!(policy["value"]["minimum"], 1.0);
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //! reach it, and because a few checks (zero deadlines) have no CEL rule. Each violation names
 //! the field with its path from the object root, so the ValidSpec condition says where to look.
 
-use crate::autoscaling::{AutoscalingMode, KedaAutoscaling, MetricTargetType};
+use crate::autoscaling::{
+    AutoscalingMode, BuiltinAutoscaling, HpaScalingRules, KedaAutoscaling, MetricTargetType,
+};
 use crate::duration::Duration;
 use crate::scaler::ScalerSpec;
 
@@ -145,6 +147,7 @@ impl ScalerSpec {
                                 );
                             }
                         }
+                        validate_builtin_tuning(builtin, bad);
                     }
                 }
                 [] => bad(
@@ -243,5 +246,112 @@ fn validate_keda(keda: &KedaAutoscaling, bad: &mut impl FnMut(&str, String)) {
             "spec.autoscaling.keda.advanced.scalingModifiers.metricType",
             "KEDA accepts only AverageValue or Value for a composed metric".into(),
         );
+    }
+}
+
+/// The ranges of `spec.autoscaling.builtin.apa` and `.hpa` (the schema's, for objects admitted
+/// without it) and what the schema cannot say: a window set twice.
+fn validate_builtin_tuning(builtin: &BuiltinAutoscaling, bad: &mut impl FnMut(&str, String)) {
+    let in_range = |v: Option<f64>, lo: f64, hi: f64| v.is_none_or(|v| (lo..=hi).contains(&v));
+    if let Some(apa) = &builtin.apa {
+        let field = |name: &str| format!("spec.autoscaling.builtin.apa.{name}");
+        for (name, value, lo, hi) in [
+            (
+                "upFluctuationTolerance",
+                apa.up_fluctuation_tolerance,
+                0.0,
+                10.0,
+            ),
+            (
+                "downFluctuationTolerance",
+                apa.down_fluctuation_tolerance,
+                0.0,
+                1.0,
+            ),
+            ("maxScaleUpRate", apa.max_scale_up_rate, 1.0, 1000.0),
+            ("maxScaleDownRate", apa.max_scale_down_rate, 1.0, 1000.0),
+        ] {
+            if !in_range(value, lo, hi) {
+                bad(&field(name), format!("must be between {lo} and {hi}"));
+            }
+        }
+        if apa.down_fluctuation_tolerance == Some(1.0) {
+            bad(
+                &field("downFluctuationTolerance"),
+                "must be less than 1 (1 would never scale down)".into(),
+            );
+        }
+    }
+    let Some(hpa) = &builtin.hpa else { return };
+    if !in_range(hpa.tolerance, 0.0, 1.0) {
+        bad(
+            "spec.autoscaling.builtin.hpa.tolerance",
+            "must be between 0 and 1".into(),
+        );
+    }
+    for (direction, rules, shorthand) in [
+        (
+            "scaleUp",
+            &hpa.scale_up,
+            hpa.scale_up_stabilization.is_some(),
+        ),
+        (
+            "scaleDown",
+            &hpa.scale_down,
+            hpa.scale_down_stabilization.is_some(),
+        ),
+    ] {
+        if let Some(rules) = rules {
+            validate_hpa_rules(direction, rules, shorthand, bad);
+        }
+    }
+}
+
+/// One direction of `spec.autoscaling.builtin.hpa`: ranges as the HPA's own validation.
+fn validate_hpa_rules(
+    direction: &str,
+    rules: &HpaScalingRules,
+    shorthand_set: bool,
+    bad: &mut impl FnMut(&str, String),
+) {
+    let field = |name: &str| format!("spec.autoscaling.builtin.hpa.{direction}.{name}");
+    if let Some(window) = rules.stabilization_window_seconds {
+        if !(0..=3600).contains(&window) {
+            bad(
+                &field("stabilizationWindowSeconds"),
+                format!("must be between 0 and 3600 (is {window})"),
+            );
+        }
+        if shorthand_set {
+            bad(
+                &field("stabilizationWindowSeconds"),
+                format!("set this or hpa.{direction}Stabilization, not both"),
+            );
+        }
+    }
+    if rules.tolerance.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
+        bad(&field("tolerance"), "must be between 0 and 1".into());
+    }
+    if let Some(policies) = &rules.policies {
+        if policies.is_empty() || policies.len() > 10 {
+            bad(
+                &field("policies"),
+                format!("must hold 1 to 10 policies (holds {})", policies.len()),
+            );
+        }
+        for (i, policy) in policies.iter().enumerate() {
+            if policy.value < 1 {
+                bad(
+                    &field(&format!("policies[{i}].value")),
+                    format!("must be greater than 0 (is {})", policy.value),
+                );
+            }
+            if !(1..=1800).contains(&policy.period_seconds) {
+                bad(
+                    &field(&format!("policies[{i}].periodSeconds")),
+                    format!("must be between 1 and 1800 (is {})", policy.period_seconds),
+                );
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! `AIBrix`'s APA (Application Pod Autoscaler), as in aibrix `pkg/controller/podautoscaler`.
 //!
-//! Per metric, with `current` the target's replicas and `r = perPodValue / target`:
+//! Per metric, with `current` the target's replicas and `r = perPodValue / target` (the per-pod
+//! value now, or its average over `metric_window` when one is set; `AIBrix` averages over 180 s):
 //!
 //! - `r > 1 + up_tolerance` → `ceil(current × r)`, capped at `ceil(max_scale_up_rate × current)`;
 //! - `r < 1 − down_tolerance` → `ceil(current × r)`, floored at
@@ -21,6 +22,7 @@
 //! waiting; hoist deliberately keeps the stabilizing meaning its own comment describes ("similar
 //! to K8s HPA behavior").
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -49,6 +51,9 @@ pub struct ApaParams {
     /// Scale-down stabilization window, the "cooldown" (highest recommendation kept).
     /// Default 300 s.
     pub scale_down_stabilization: Duration,
+    /// Decide on the average per-pod value of the decisions within this window (the current
+    /// one included). Default 0 s: the current value alone.
+    pub metric_window: Duration,
 }
 
 impl Default for ApaParams {
@@ -60,6 +65,7 @@ impl Default for ApaParams {
             max_scale_down_rate: 2.0,
             scale_up_stabilization: Duration::ZERO,
             scale_down_stabilization: Duration::from_mins(5),
+            metric_window: Duration::ZERO,
         }
     }
 }
@@ -113,11 +119,40 @@ impl ApaParams {
     }
 }
 
-/// What the APA remembers between decisions: its recent recommendations.
+/// What the APA remembers between decisions: its recent recommendations and, with a metric
+/// window, the recent per-pod values of every metric.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ApaState {
     history: RecommendationHistory,
+    /// Per metric (by position): (when, per-pod value) within the metric window.
+    windows: Vec<VecDeque<(Timestamp, f64)>>,
+}
+
+impl ApaState {
+    /// Records the per-pod values of this decision and returns their window averages.
+    fn averaged(&mut self, now: Timestamp, window: Duration, values: &[f64]) -> Vec<f64> {
+        if window.is_zero() {
+            self.windows.clear();
+            return values.to_vec();
+        }
+        if self.windows.len() != values.len() {
+            self.windows = vec![VecDeque::new(); values.len()];
+        }
+        let cutoff = now.saturating_sub(window);
+        self.windows
+            .iter_mut()
+            .zip(values)
+            .map(|(w, &v)| {
+                while w.front().is_some_and(|(at, _)| *at <= cutoff) {
+                    w.pop_front();
+                }
+                w.push_back((now, v));
+                let n = u32::try_from(w.len()).unwrap_or(u32::MAX);
+                w.iter().map(|(_, v)| v).sum::<f64>() / f64::from(n)
+            })
+            .collect()
+    }
 }
 
 impl Autoscaler for ApaParams {
@@ -132,18 +167,20 @@ impl Autoscaler for ApaParams {
         }
         let current = input.current_replicas;
 
+        let per_pod: Vec<f64> = input
+            .metrics
+            .iter()
+            .map(|m| m.per_pod_over(input.ready_replicas))
+            .collect();
+        let per_pod = state.averaged(now, self.metric_window, &per_pod);
         let (desired, mut limited_by) = if current == 0 {
             (i32::from(input.has_demand()), None)
         } else {
             input
                 .metrics
                 .iter()
-                .map(|m| {
-                    self.propose(
-                        current,
-                        m.per_pod_over(input.ready_replicas) / m.target_per_pod,
-                    )
-                })
+                .zip(per_pod)
+                .map(|(m, v)| self.propose(current, v / m.target_per_pod))
                 .max_by_key(|&(n, _)| n)
                 .unwrap_or((current, None))
         };
@@ -319,6 +356,33 @@ mod tests {
         // At 350 s the window (50 s, 350 s] holds 4, 6 and 6: the highest, 6 — not the dip's 4.
         let d = p.recommend(&mut s, at(350), &input(8, &lower));
         assert_eq!(d.replicas(), Some(6));
+    }
+
+    /// With a metric window the decision follows the window's average per-pod value.
+    #[test]
+    fn a_metric_window_averages_the_per_pod_values() {
+        let p = ApaParams {
+            metric_window: Duration::from_secs(30),
+            ..formula_only()
+        };
+        let mut s = ApaState::default();
+        // (time, per-pod value, expected): target 10, 4 replicas.
+        let table = [
+            (0, 10.0, 4),  // average 10: keep
+            (10, 30.0, 8), // average 20: r = 2 → 8
+            (20, 10.0, 7), // average 16.67: ceil(4 × 1.667) = 7
+        ];
+        for (t, v, want) in table {
+            let m = [Metric::per_pod(v, 10.0)];
+            let got = p.recommend(&mut s, at(t), &input(4, &m)).replicas();
+            assert_eq!(got, Some(want), "t {t}");
+        }
+        // t = 40: the samples of t = 0 and 10 left the 30 s window: (10 + 10) / 2 → keep.
+        let m = [Metric::per_pod(10.0, 10.0)];
+        assert_eq!(
+            p.recommend(&mut s, at(40), &input(4, &m)).replicas(),
+            Some(4)
+        );
     }
 
     /// Several metrics: the largest recommendation wins.

@@ -1,7 +1,11 @@
 //! The Kubernetes HPA formula with `behavior`, as in kubernetes `pkg/controller/podautoscaler`.
 //!
-//! Per metric: `ratio = perPodValue / target`; within `tolerance` of 1 keep `current`, otherwise
-//! `ceil(current × ratio)`. The largest over metrics wins. Then, as the HPA does:
+//! Per metric: `ratio = perPodValue / target` (for a total, the total over `current` replicas,
+//! as the HPA's External metric with an `AverageValue` target, which then asks for
+//! `ceil(total / target)`); within the tolerance band
+//! `[1 − scaleDown tolerance, 1 + scaleUp tolerance]` (edges included, as the HPA's
+//! `Tolerances.isWithin`) keep `current`, otherwise `ceil(current × ratio)`. The largest over
+//! metrics wins. Then, as the HPA does:
 //!
 //! 1. stabilization: the result lies between the lowest recommendation of the scale-up window
 //!    and the highest of the scale-down window, as near to `current` as they allow;
@@ -13,17 +17,19 @@
 //!
 //! Changes of the target's replica count are observed from `current_replicas` between calls
 //! (whoever made them), so a change that is still being carried out by the state machine is not
-//! counted twice. A fresh state is seeded with the current count, so its first scale-down comes a
-//! full stabilization window later. From zero replicas any demand asks for one (activation).
+//! counted twice. A change to the count this autoscaler recommended is dated at the decision that
+//! recommended it, as the HPA records a scale event when it rescales; any other change is dated
+//! when it is observed. A fresh state is seeded with the current count, so its first scale-down
+//! comes a full stabilization window later. From zero replicas any demand asks for one
+//! (activation).
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Autoscaler, Decision, HoldReason, Limit, MetricInput, Recommendation, RecommendationHistory,
-    Timestamp, ceil_replicas, floor_replicas,
+    Autoscaler, Decision, HoldReason, Limit, MetricInput, MetricValue, Recommendation,
+    RecommendationHistory, Timestamp, ceil_replicas, floor_replicas,
 };
 
 /// HPA parameters. Defaults are the HPA's (`autoscaling/v2` behavior defaults).
@@ -59,6 +65,10 @@ pub struct HpaRules {
     pub select_policy: SelectPolicy,
     /// Rate policies; none means no rate limit in this direction.
     pub policies: Vec<HpaPolicy>,
+    /// This direction's tolerance (the HPA's `behavior.scaleUp/scaleDown.tolerance`); `None`
+    /// uses [`HpaParams::tolerance`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
 }
 
 impl HpaRules {
@@ -79,6 +89,7 @@ impl HpaRules {
                     period: Duration::from_secs(15),
                 },
             ],
+            tolerance: None,
         }
     }
 
@@ -92,6 +103,7 @@ impl HpaRules {
                 value: 100,
                 period: Duration::from_secs(15),
             }],
+            tolerance: None,
         }
     }
 
@@ -139,8 +151,15 @@ pub enum HpaPolicyKind {
 
 impl HpaParams {
     fn check(&self) -> Result<(), HoldReason> {
-        if !(self.tolerance.is_finite() && self.tolerance >= 0.0) {
+        let usable = |t: f64| t.is_finite() && t >= 0.0;
+        if !usable(self.tolerance) {
             return Err(HoldReason::InvalidParameter("tolerance"));
+        }
+        if !self.scale_up.tolerance.is_none_or(usable) {
+            return Err(HoldReason::InvalidParameter("scaleUp.tolerance"));
+        }
+        if !self.scale_down.tolerance.is_none_or(usable) {
+            return Err(HoldReason::InvalidParameter("scaleDown.tolerance"));
         }
         for (rules, name) in [
             (&self.scale_up, "scaleUp.policies"),
@@ -156,6 +175,14 @@ impl HpaParams {
         }
         Ok(())
     }
+
+    /// Whether `ratio` lies in the tolerance band, edges included (the HPA's
+    /// `Tolerances.isWithin`): no change is made for it.
+    fn within_tolerance(&self, ratio: f64) -> bool {
+        let down = self.scale_down.tolerance.unwrap_or(self.tolerance);
+        let up = self.scale_up.tolerance.unwrap_or(self.tolerance);
+        1.0 - down <= ratio && ratio <= 1.0 + up
+    }
 }
 
 /// What the HPA remembers: recent recommendations and the observed scale events.
@@ -163,24 +190,50 @@ impl HpaParams {
 #[serde(rename_all = "camelCase", default)]
 pub struct HpaState {
     history: RecommendationHistory,
-    /// Observed changes of the replica count: (when, change), positive up, negative down.
-    events: VecDeque<(Timestamp, i32)>,
+    /// Replicas added: (when, how many).
+    scale_up_events: Vec<(Timestamp, i32)>,
+    /// Replicas removed: (when, how many).
+    scale_down_events: Vec<(Timestamp, i32)>,
     /// The replica count seen at the last decision.
     last_replicas: Option<i32>,
     /// The time of the last decision.
     last_time: Option<Timestamp>,
+    /// The count the last decision recommended, and when: a change to it is dated then.
+    last_recommendation: Option<(Timestamp, i32)>,
 }
 
 impl HpaState {
     /// Replicas added (`up`) or removed (`!up`) within `period` before `now`.
     fn changed_within(&self, now: Timestamp, period: Duration, up: bool) -> i32 {
         let cutoff = now.saturating_sub(period);
-        self.events
+        let events = if up {
+            &self.scale_up_events
+        } else {
+            &self.scale_down_events
+        };
+        events
             .iter()
-            .filter(|(at, change)| *at > cutoff && (*change > 0) == up)
-            .fold(0_i32, |sum, (_, change)| {
-                sum.saturating_add(change.saturating_abs())
-            })
+            .filter(|(at, _)| *at > cutoff)
+            .fold(0_i32, |sum, (_, change)| sum.saturating_add(*change))
+    }
+
+    /// Records a change of `change` replicas at `at`, as the HPA's `storeScaleEvent`: the
+    /// direction keeps its events in a list where the last one older than the direction's
+    /// longest policy period is overwritten, else the event is appended. So a scale-down older
+    /// than the scale-down policies' period can be forgotten while a scale-up policy's longer
+    /// period would still count it, as in the HPA.
+    fn store_event(&mut self, at: Timestamp, change: i32, params: &HpaParams) {
+        let (events, rules) = if change > 0 {
+            (&mut self.scale_up_events, &params.scale_up)
+        } else {
+            (&mut self.scale_down_events, &params.scale_down)
+        };
+        let outdated_before = at.saturating_sub(rules.longest_period());
+        let event = (at, change.saturating_abs());
+        match events.iter().rposition(|(t, _)| *t < outdated_before) {
+            Some(i) => events[i] = event,
+            None => events.push(event),
+        }
     }
 }
 
@@ -244,22 +297,20 @@ impl Autoscaler for HpaParams {
         }
         let current = input.current_replicas;
 
-        // Observe scale events since the last decision; forget those older than any period.
+        // Observe the scale event since the last decision. A change to what the last decision
+        // recommended happened at that decision (the HPA dates its scale events when it
+        // rescales); any other change is dated now.
         if let Some(last) = state.last_replicas
             && last != current
         {
-            state.events.push_back((now, current.saturating_sub(last)));
+            let at = match state.last_recommendation {
+                Some((at, replicas)) if replicas == current => at,
+                _ => now,
+            };
+            state.store_event(at, current.saturating_sub(last), self);
         }
         state.last_replicas = Some(current);
         state.last_time = Some(now);
-        let keep_from = now.saturating_sub(
-            self.scale_up
-                .longest_period()
-                .max(self.scale_down.longest_period()),
-        );
-        while state.events.front().is_some_and(|(at, _)| *at <= keep_from) {
-            state.events.pop_front();
-        }
 
         let desired = if current == 0 {
             i32::from(input.has_demand())
@@ -267,12 +318,25 @@ impl Autoscaler for HpaParams {
             input
                 .metrics
                 .iter()
-                .map(|m| {
-                    let ratio = m.per_pod_over(input.ready_replicas) / m.target_per_pod;
-                    if (ratio - 1.0).abs() <= self.tolerance {
-                        current
-                    } else {
-                        ceil_replicas(f64::from(current) * ratio)
+                .map(|m| match m.value {
+                    // As the HPA's External metric with an AverageValue target: the total over
+                    // the current replicas against the target, and `ceil(total / target)`.
+                    MetricValue::Total(total) => {
+                        let ratio = total / (m.target_per_pod * f64::from(current));
+                        if self.within_tolerance(ratio) {
+                            current
+                        } else {
+                            ceil_replicas(total / m.target_per_pod)
+                        }
+                    }
+                    // As the HPA's Pods metric: the average over the ready pods.
+                    MetricValue::PerPod(average) => {
+                        let ratio = average / m.target_per_pod;
+                        if self.within_tolerance(ratio) {
+                            current
+                        } else {
+                            ceil_replicas(f64::from(current) * ratio)
+                        }
                     }
                 })
                 .max()
@@ -303,7 +367,9 @@ impl Autoscaler for HpaParams {
             }
         }
 
-        Recommendation::bounded(&input.bounds, replicas, desired, limited_by, false)
+        let decision = Recommendation::bounded(&input.bounds, replicas, desired, limited_by, false);
+        state.last_recommendation = decision.replicas().map(|r| (now, r));
+        decision
     }
 }
 
@@ -348,6 +414,7 @@ mod tests {
             stabilization_window: Duration::ZERO,
             select_policy: SelectPolicy::Max,
             policies: vec![],
+            tolerance: None,
         };
         HpaParams {
             tolerance: 0.1,
@@ -379,6 +446,8 @@ mod tests {
             (4, 10.0, 4),
             (4, 10.9, 4), // ratio 1.09: within tolerance
             (4, 9.1, 4),  // ratio 0.91: within tolerance
+            (4, 11.0, 4), // ratio 1.1: on the band's edge, within (the HPA's isWithin)
+            (4, 9.0, 4),  // ratio 0.9: on the lower edge, within
             (4, 11.2, 5), // ceil(4.48)
             (4, 8.8, 4),  // ceil(3.52) = 4: outside tolerance but rounds back
             (4, 5.0, 2),
@@ -465,6 +534,7 @@ mod tests {
                 stabilization_window: Duration::ZERO,
                 select_policy: select,
                 policies,
+                tolerance: None,
             };
             let p = HpaParams {
                 scale_up: rules.clone(),
@@ -500,6 +570,84 @@ mod tests {
         }
     }
 
+    /// 55 % against a 50 % target is a ratio of exactly 1.1: no change, as the HPA.
+    #[test]
+    fn the_tolerance_band_includes_its_edges() {
+        let p = formula_only();
+        let m = [Metric::per_pod(55.0, 50.0)];
+        let mut s = HpaState::default();
+        assert_eq!(
+            p.recommend(&mut s, at(0), &input(4, &m)).replicas(),
+            Some(4)
+        );
+        // Per-direction tolerances (the HPA's behavior.scaleUp/scaleDown.tolerance).
+        let mut p = formula_only();
+        p.scale_up.tolerance = Some(0.5);
+        p.scale_down.tolerance = Some(0.0);
+        // (per-pod value with target 10, expected)
+        for (value, want) in [(15.0, 4), (15.5, 7), (9.9, 4), (10.0, 4)] {
+            let m = [Metric::per_pod(value, 10.0)];
+            let mut s = HpaState::default();
+            assert_eq!(
+                p.recommend(&mut s, at(0), &input(4, &m)).replicas(),
+                Some(want),
+                "value {value}"
+            );
+        }
+    }
+
+    /// A change this autoscaler made counts against the policies from the decision that made
+    /// it, as the HPA's scale events: with the default behavior the count doubles every 15 s.
+    #[test]
+    fn default_scale_up_doubles_every_period() {
+        let p = HpaParams::default();
+        let mut s = HpaState::default();
+        let mut current = 1;
+        // (time, expected): max(+4, +100 %) per 15 s.
+        for (t, want) in [(0, 5), (15, 10), (30, 20), (45, 40), (60, 80)] {
+            let r = decide(&p, &mut s, t, current, 1000.0);
+            assert_eq!(r.replicas, want, "t {t}");
+            current = r.replicas;
+        }
+    }
+
+    /// As the HPA's scale events: a direction overwrites its last event older than its own
+    /// longest policy period, so scale-downs older than the scale-down period may no longer count
+    /// against a longer scale-up period.
+    #[test]
+    fn old_scale_downs_are_overwritten_as_the_hpas() {
+        let p = HpaParams {
+            scale_up: HpaRules {
+                policies: vec![pods(5, 60)],
+                ..formula_only().scale_up
+            },
+            scale_down: HpaRules {
+                policies: vec![pods(1, 10)],
+                ..formula_only().scale_down
+            },
+            ..formula_only()
+        };
+        let mut s = HpaState::default();
+        let mut current = 30;
+        // (time, expected): a total of 200 asks for 20; one pod less per 10 s.
+        for (t, want) in [(0, 29), (10, 28), (20, 27), (30, 26)] {
+            let m = [Metric::total(200.0, 10.0)];
+            current = p
+                .recommend(&mut s, at(t), &input(current, &m))
+                .replicas()
+                .unwrap();
+            assert_eq!(current, want, "t {t}");
+        }
+        // At t = 40 only the removals of t = 20 and 30 are kept (each store overwrote the last
+        // one older than the 10 s scale-down period): the 60 s scale-up period started at
+        // 26 + 2, so at most 28 + 5 (not 30 + 5, counting all four).
+        let m = [Metric::total(440.0, 10.0)];
+        assert_eq!(
+            p.recommend(&mut s, at(40), &input(current, &m)).replicas(),
+            Some(33)
+        );
+    }
+
     /// Observed changes count against a policy's period.
     #[test]
     fn policy_periods_count_observed_changes() {
@@ -507,6 +655,7 @@ mod tests {
             stabilization_window: Duration::ZERO,
             select_policy: SelectPolicy::Max,
             policies: vec![pods(4, 60)],
+            tolerance: None,
         };
         let p = HpaParams {
             scale_up: up,
@@ -514,12 +663,18 @@ mod tests {
         };
         let mut s = HpaState::default();
         assert_eq!(decide(&p, &mut s, 0, 2, 100.0).replicas, 6);
-        // Still 2 at t = 15 (the change is in flight): the limit stays 6, not 10.
+        // Still 2 at t = 15 (the change was not applied): the limit stays 6, not 10.
         assert_eq!(decide(&p, &mut s, 15, 2, 100.0).replicas, 6);
-        // Now 6 (4 added at t = 30): no more until the event leaves the 60 s period.
+        // Now 6: the 4 added count from t = 15, the decision that recommended 6, until they
+        // leave the 60 s period.
         assert_eq!(decide(&p, &mut s, 30, 6, 100.0).replicas, 6);
-        assert_eq!(decide(&p, &mut s, 75, 6, 100.0).replicas, 6);
-        assert_eq!(decide(&p, &mut s, 90, 6, 100.0).replicas, 10);
+        assert_eq!(decide(&p, &mut s, 60, 6, 100.0).replicas, 6);
+        assert_eq!(decide(&p, &mut s, 75, 6, 100.0).replicas, 10);
+        // A change nobody here recommended (a person scaled 10 → 3) is dated when observed: the
+        // period started at 3 + 3 removed = 6, so at most 6 + 4.
+        assert_eq!(decide(&p, &mut s, 90, 3, 100.0).replicas, 10);
+        // The 7 added are dated t = 90, when 10 was recommended: still 10 at t = 105.
+        assert_eq!(decide(&p, &mut s, 105, 10, 100.0).replicas, 10);
     }
 
     /// Default scale-down: held for 300 s, then applied (100 % per 15 s allows all of it).

@@ -2,7 +2,9 @@
 //!
 //! Each decision records the current sample of every metric — the *total* across pods, e.g.
 //! total in-flight requests — and averages the samples of the stable window (60 s) and of the
-//! panic window (10 % of it, 6 s). Then, per metric, with `target = target_per_pod ×
+//! panic window (10 % of it, 6 s), truncated to 6 decimals as Knative's buckets do. (Knative
+//! scrapes every second into 1 s buckets and counts a second without a sample as zero; hoist
+//! samples once per decision and averages the samples it has.) Then, per metric, with `target = target_per_pod ×
 //! target_utilization` and `ready = max(ready pods, 1)`:
 //!
 //! - `dspc = ceil(stableAverage / target)`, `dppc = ceil(panicAverage / target)` (Knative
@@ -12,17 +14,17 @@
 //!
 //! Panic mode starts when `dppc / ready ≥ panic_threshold`; while it lasts the count only rises
 //! (the highest count seen in panic is kept). As in Knative, every decision that is still over
-//! the threshold renews the panic, and panic ends only once a decision is under the threshold
-//! and a full stable window has passed since the panic was last renewed (so at least a stable
-//! window after it began).
+//! the threshold renews the panic, and panic ends only at a decision under the threshold that
+//! comes strictly more than a stable window after the panic was last renewed.
 //!
 //! Zero: scaling from N to 0 happens only after zero has been asked for continuously for the
 //! scale-to-zero grace period (30 s); meanwhile one replica is kept. From 0, any demand asks for
 //! at least one replica (activation).
 //!
-//! hoist adds one guard: a fresh state (no samples yet, e.g. after the state was lost) does not
-//! scale down before it has observed a full stable window, so adopting a running workload never
-//! shrinks it on the first, one-sample average. Scale-up is immediate.
+//! A fresh state (no decision yet, e.g. after the state was lost) starts in panic mode holding
+//! the ready pods when more than one is ready, as Knative's autoscaler starts: adopting a running
+//! workload never shrinks it on the first, one-sample average, and it scales down only once a
+//! stable window has passed without a decision over the panic threshold.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -122,8 +124,9 @@ pub struct KpaState {
     max_panic_pods: i32,
     /// Since when zero replicas have been asked for continuously.
     zero_since: Option<Timestamp>,
-    /// The first sample of the current run of samples.
-    observing_since: Option<Timestamp>,
+    /// Whether a decision was made: the first one starts in panic when more than one pod is
+    /// ready.
+    started: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -165,7 +168,14 @@ fn window_averages(
             panic_n += 1;
         }
     }
-    let avg = |sum: f64, n: u32| if n == 0 { 0.0 } else { sum / f64::from(n) };
+    // Truncated to 6 decimals, as Knative's `WindowAverage` (`roundToNDigits`).
+    let avg = |sum: f64, n: u32| {
+        if n == 0 {
+            0.0
+        } else {
+            (sum / f64::from(n) * 1e6).floor() / 1e6
+        }
+    };
     (avg(stable_sum, stable_n), avg(panic_sum, panic_n))
 }
 
@@ -182,10 +192,18 @@ impl Autoscaler for KpaParams {
             return Decision::Hold(HoldReason::TimeWentBackwards);
         }
 
+        // A fresh state starts in panic, holding the ready pods, when more than one is ready
+        // (Knative's `newAutoscaler`).
+        if !state.started {
+            state.started = true;
+            if input.ready_replicas > 1 {
+                state.panic_since = Some(now);
+                state.max_panic_pods = input.ready_replicas;
+            }
+        }
         // Record this decision's samples; a change in the number of metrics starts afresh.
         if state.windows.len() != input.metrics.len() {
             state.windows = vec![VecDeque::new(); input.metrics.len()];
-            state.observing_since = None;
         }
         let stable_cutoff = now.saturating_sub(self.stable_window);
         let panic_cutoff = now.saturating_sub(self.panic_window());
@@ -198,11 +216,6 @@ impl Autoscaler for KpaParams {
                 total: m.total_over(input.ready_replicas),
             });
         }
-        // A gap longer than the stable window empties the windows: a new observation run begins.
-        if state.windows.iter().all(|w| w.len() == 1) {
-            state.observing_since = Some(now);
-        }
-        let observing_since = *state.observing_since.get_or_insert(now);
 
         let ready = f64::from(input.ready_replicas.max(1));
         let max_up = (self.max_scale_up_rate * ready).ceil();
@@ -218,13 +231,13 @@ impl Autoscaler for KpaParams {
         let panic_pods = ceil_replicas(dppc.max(max_down).min(max_up));
 
         // Panic mode, as Knative: enter or renew when over the threshold; leave when under it
-        // and a full stable window has passed since the last renewal.
+        // and strictly more than a stable window has passed since the last renewal.
         let over_threshold = dppc / ready >= self.panic_threshold;
         if over_threshold {
             state.panic_since = Some(now);
         } else if state
             .panic_since
-            .is_some_and(|since| now.since(since) >= self.stable_window)
+            .is_some_and(|since| now.since(since) > self.stable_window)
         {
             state.panic_since = None;
             state.max_panic_pods = 0;
@@ -239,16 +252,8 @@ impl Autoscaler for KpaParams {
         let mut limited_by = None;
         let mut pods = stable_pods;
         let current = input.current_replicas;
-        let first_window = now.since(observing_since) < self.stable_window;
         if state.panic_since.is_some() {
             pods = pods.max(panic_pods);
-        }
-        if first_window && pods < current {
-            // No scale-down before a full stable window has been observed.
-            pods = current;
-            limited_by = Some(Limit::FirstWindow);
-        }
-        if state.panic_since.is_some() {
             // In panic the count never falls: keep the highest decided since panic began.
             if pods < state.max_panic_pods {
                 limited_by = Some(Limit::Panic);
@@ -442,15 +447,15 @@ mod tests {
         assert_eq!(r.replicas, 20);
         // Now 20 pods are ready and the load drops back: the panic window falls under the
         // threshold at once, but the count stays at 20 (never scale down in panic)…
-        let r = feed(&p, &mut s, 68, 124, 20, 20, 28.0);
+        let r = feed(&p, &mut s, 68, 126, 20, 20, 28.0);
         assert!(
             r.panicking,
-            "still within a stable window of the last renewal (t = 66)"
+            "still within a stable window of the last renewal (t = 66), its end included"
         );
         assert_eq!((r.replicas, r.limited_by), (20, Some(Limit::Panic)));
-        // …and at t = 126 (60 s after the last over-threshold decision) panic ends: the stable
-        // decision applies, limited to halving per step.
-        let r = feed(&p, &mut s, 126, 126, 20, 20, 28.0);
+        // …and at t = 128 (strictly more than 60 s after the last over-threshold decision) panic
+        // ends: the stable decision applies, limited to halving per step.
+        let r = feed(&p, &mut s, 128, 128, 20, 20, 28.0);
         assert!(!r.panicking);
         assert_eq!(r.replicas, 10);
     }
@@ -467,10 +472,10 @@ mod tests {
         assert!(r.panicking);
         // Load gone from t = 164; the 6 s panic window still averages over the threshold at
         // t = 164 and 166 (70, 70, 0 → 7 pods; 70, 0, 0 → 4 pods = 2 × 2), so the last renewal is
-        // t = 166 and panic ends at t = 226.
-        let r = feed(&p, &mut s, 164, 224, 2, 2, 0.0);
+        // t = 166 and panic ends at t = 228, the first decision strictly more than 60 s later.
+        let r = feed(&p, &mut s, 164, 226, 2, 2, 0.0);
         assert!(r.panicking);
-        let r = feed(&p, &mut s, 226, 226, 2, 2, 0.0);
+        let r = feed(&p, &mut s, 228, 228, 2, 2, 0.0);
         assert!(!r.panicking);
     }
 
@@ -517,19 +522,21 @@ mod tests {
     #[test]
     fn demand_resets_the_grace_period() {
         let p = KpaParams::default();
-        let mut s = settled(&p, 1, 0.0);
-        let r = feed(&p, &mut s, 62, 80, 1, 1, 0.0);
+        let mut s = settled(&p, 1, 7.0);
+        // Load stops at t = 62; zero is asked for from t = 120 (the stable window's last demand
+        // leaves it), in grace until t = 150.
+        let r = feed(&p, &mut s, 62, 140, 1, 1, 0.0);
         assert_eq!(r.limited_by, Some(Limit::ScaleToZeroGrace));
-        let r = feed(&p, &mut s, 82, 82, 1, 1, 3.0);
+        let r = feed(&p, &mut s, 142, 142, 1, 1, 3.0);
         assert_eq!(r.replicas, 1);
-        // The sample of t = 82 leaves the stable window at t = 142: zero asked for again from
-        // then, grace until t = 172.
-        let r = feed(&p, &mut s, 84, 170, 1, 1, 0.0);
+        // The sample of t = 142 leaves the stable window at t = 202: zero asked for again from
+        // then, grace until t = 232.
+        let r = feed(&p, &mut s, 144, 230, 1, 1, 0.0);
         assert_eq!(
             (r.replicas, r.limited_by),
             (1, Some(Limit::ScaleToZeroGrace))
         );
-        let r = feed(&p, &mut s, 172, 172, 1, 1, 0.0);
+        let r = feed(&p, &mut s, 232, 232, 1, 1, 0.0);
         assert_eq!(r.replicas, 0);
     }
 
@@ -550,19 +557,28 @@ mod tests {
         assert_eq!(feed(&p, &mut s, 0, 0, 0, 0, 0.0).replicas, 0);
     }
 
-    /// A fresh state does not scale down before a full stable window; it scales up at once.
+    /// A fresh state starts in panic holding the ready pods when more than one is ready (as
+    /// Knative's autoscaler starts), so it scales down only after a stable window; with one
+    /// ready pod or none it starts calm.
     #[test]
-    fn first_window_guard() {
+    fn a_fresh_state_starts_in_panic() {
         let p = KpaParams::default();
         let mut s = KpaState::default();
-        let r = feed(&p, &mut s, 0, 58, 10, 10, 0.0);
-        assert_eq!((r.replicas, r.limited_by), (10, Some(Limit::FirstWindow)));
-        let r = feed(&p, &mut s, 60, 60, 10, 10, 0.0);
-        assert_eq!(r.replicas, 5);
+        let r = feed(&p, &mut s, 0, 0, 10, 10, 0.0);
+        assert!(r.panicking);
+        let r = feed(&p, &mut s, 2, 60, 10, 10, 0.0);
+        assert_eq!((r.replicas, r.limited_by), (10, Some(Limit::Panic)));
+        let r = feed(&p, &mut s, 62, 62, 10, 10, 0.0);
+        assert_eq!((r.replicas, r.panicking), (5, false));
 
+        // In that first panic the panic window scales up at once.
         let mut s = KpaState::default();
         let r = feed(&p, &mut s, 0, 0, 2, 2, 70.0);
-        assert_eq!(r.replicas, 10);
+        assert_eq!((r.replicas, r.panicking), (10, true));
+
+        let mut s = KpaState::default();
+        let r = feed(&p, &mut s, 0, 0, 1, 1, 7.0);
+        assert!(!r.panicking);
     }
 
     /// Several metrics: the largest wins.

@@ -308,8 +308,6 @@ pub enum Limit {
     Panic,
     /// KPA: zero was asked for, but the scale-to-zero grace period has not passed.
     ScaleToZeroGrace,
-    /// KPA: no scale-down until a full stable window of samples has been observed.
-    FirstWindow,
     /// The Scaler's minimum.
     MinReplicas,
     /// The Scaler's maximum.
@@ -613,6 +611,11 @@ fn to_replicas(x: f64) -> i32 {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RecommendationHistory {
     entries: VecDeque<Stamped>,
+    /// Whether the history was seeded with the count of the first decision. As the HPA's
+    /// `recordInitialRecommendation`, only a fresh history is seeded: one that emptied because
+    /// its windows are shorter than the time between decisions (or after a pause) is not.
+    #[serde(default)]
+    seeded: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -630,8 +633,9 @@ impl RecommendationHistory {
     /// scale-up window and the highest of the scale-down window (both including `desired`), as
     /// near to `current` as that allows. Records `desired`.
     ///
-    /// An empty history is seeded with `current` at `now`, so a fresh autoscaler (or one whose
-    /// state was lost) waits a full scale-down window before its first scale-down.
+    /// A fresh history is seeded with `current` at `now`, so a fresh autoscaler (or one whose
+    /// state was lost) waits a full scale-down window before its first scale-down. Entries older
+    /// than both windows are forgotten; a history they leave empty is not seeded again.
     fn stabilize(
         &mut self,
         now: Timestamp,
@@ -640,15 +644,16 @@ impl RecommendationHistory {
         up: Duration,
         down: Duration,
     ) -> i32 {
-        let keep_from = now.saturating_sub(up.max(down));
-        while self.entries.front().is_some_and(|e| e.at <= keep_from) {
-            self.entries.pop_front();
-        }
-        if self.entries.is_empty() {
+        if !self.seeded {
+            self.seeded = true;
             self.entries.push_back(Stamped {
                 at: now,
                 replicas: current,
             });
+        }
+        let keep_from = now.saturating_sub(up.max(down));
+        while self.entries.front().is_some_and(|e| e.at < keep_from) {
+            self.entries.pop_front();
         }
         let up_cutoff = now.saturating_sub(up);
         let down_cutoff = now.saturating_sub(down);
@@ -667,5 +672,62 @@ impl RecommendationHistory {
             replicas: desired,
         });
         current.max(up_rec).min(down_rec)
+    }
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::*;
+
+    /// (time s, current, desired, expected) at each decision.
+    type Steps = &'static [(i64, i32, i32, i32)];
+
+    /// Windows shorter than the time between decisions (or a pause longer than them) empty the
+    /// history; it is not seeded with the current count again, so the recommendation follows
+    /// the metrics (as the HPA's, which seeds only a fresh autoscaler).
+    #[test]
+    fn an_emptied_history_is_not_seeded_again() {
+        let secs = |s| Timestamp::from_unix_secs(s);
+        // (up window s, down window s, [(time s, current, desired, expected)])
+        let table: [(u64, u64, Steps); 3] = [
+            // Both windows shorter than the 15 s between decisions: every change goes through.
+            (
+                0,
+                10,
+                &[
+                    (0, 10, 10, 10),
+                    (15, 10, 4, 4),
+                    (30, 4, 8, 8),
+                    (45, 8, 2, 2),
+                ],
+            ),
+            // Down window 20 s: the seed (t = 0) and the 10 of t = 15 hold until they leave it.
+            (
+                0,
+                20,
+                &[
+                    (0, 10, 10, 10),
+                    (15, 10, 4, 10),
+                    (30, 10, 4, 4),
+                    (45, 4, 2, 4),
+                ],
+            ),
+            // A pause of 600 s, longer than the 300 s window: the old entries are gone and the
+            // first decision after it scales down.
+            (0, 300, &[(0, 10, 10, 10), (600, 10, 3, 3)]),
+        ];
+        for (up, down, steps) in table {
+            let mut h = RecommendationHistory::default();
+            for &(t, current, desired, want) in steps {
+                let got = h.stabilize(
+                    secs(t),
+                    current,
+                    desired,
+                    Duration::from_secs(up),
+                    Duration::from_secs(down),
+                );
+                assert_eq!(got, want, "windows {up}/{down} at t {t}");
+            }
+        }
     }
 }

@@ -4,8 +4,9 @@
 //! spec and the per-Scaler [`Memory`] it keeps **in its own process memory** (not in the
 //! Scaler's status): the algorithm's windows, the last good value of every metric and when the
 //! last tick ran. After an operator restart the memory starts empty and is rebuilt from new
-//! readings; the algorithms guard that (KPA waits a full stable window and the HPA formula a
-//! full scale-down window before the first scale-down), so a restart never shrinks a workload.
+//! readings; the algorithms guard that (KPA starts in panic mode, as Knative's, and the HPA
+//! formula waits a full scale-down window before the first scale-down), so a restart never
+//! shrinks a workload.
 //!
 //! Rules, in order:
 //!
@@ -27,12 +28,16 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use hoist_api::ScalerSpec;
-use hoist_api::autoscaling::{Algorithm as AlgorithmName, BuiltinAutoscaling};
+use hoist_api::autoscaling::{
+    Algorithm as AlgorithmName, BuiltinAutoscaling, HpaScalingPolicyType, HpaScalingRules,
+    HpaSelectPolicy,
+};
 use hoist_api::conditions::{AUTOSCALER_ACTIVE, ConditionUpdate, METRICS_AVAILABLE};
 
 use crate::autoscale::{
     Algorithm, AlgorithmState, ApaParams, Autoscaler, Bounds, Decision, HoldReason, HpaParams,
-    HpaRules, KpaParams, Limit, Metric, MetricFreshness, MetricInput, Timestamp,
+    HpaPolicy, HpaPolicyKind, HpaRules, KpaParams, Limit, Metric, MetricFreshness, MetricInput,
+    SelectPolicy, Timestamp,
 };
 
 /// What the operator remembers for one Scaler between ticks.
@@ -187,9 +192,11 @@ pub fn algorithm(builtin: &BuiltinAutoscaling) -> Algorithm {
             Algorithm::Apa(ApaParams {
                 up_tolerance: t.up_fluctuation_tolerance.unwrap_or(d.up_tolerance),
                 down_tolerance: t.down_fluctuation_tolerance.unwrap_or(d.down_tolerance),
+                max_scale_up_rate: t.max_scale_up_rate.unwrap_or(d.max_scale_up_rate),
+                max_scale_down_rate: t.max_scale_down_rate.unwrap_or(d.max_scale_down_rate),
                 scale_up_stabilization: secs(t.scale_up_cooldown, d.scale_up_stabilization),
                 scale_down_stabilization: secs(t.scale_down_cooldown, d.scale_down_stabilization),
-                ..d
+                metric_window: secs(t.metric_window, d.metric_window),
             })
         }
         AlgorithmName::Hpa => {
@@ -197,22 +204,57 @@ pub fn algorithm(builtin: &BuiltinAutoscaling) -> Algorithm {
             let d = HpaParams::default();
             Algorithm::Hpa(HpaParams {
                 tolerance: t.tolerance.unwrap_or(d.tolerance),
-                scale_up: HpaRules {
-                    stabilization_window: secs(
-                        t.scale_up_stabilization,
-                        d.scale_up.stabilization_window,
-                    ),
-                    ..d.scale_up
-                },
-                scale_down: HpaRules {
-                    stabilization_window: secs(
-                        t.scale_down_stabilization,
-                        d.scale_down.stabilization_window,
-                    ),
-                    ..d.scale_down
-                },
+                scale_up: hpa_rules(t.scale_up.as_ref(), t.scale_up_stabilization, d.scale_up),
+                scale_down: hpa_rules(
+                    t.scale_down.as_ref(),
+                    t.scale_down_stabilization,
+                    d.scale_down,
+                ),
             })
         }
+    }
+}
+
+/// One direction of `builtin.hpa` over the HPA's default for it: each absent field takes the
+/// default, as the API server defaults an HPA's `behavior`. `shorthand` is
+/// `scaleUpStabilization` / `scaleDownStabilization`.
+fn hpa_rules(
+    rules: Option<&HpaScalingRules>,
+    shorthand: Option<hoist_api::Duration>,
+    default: HpaRules,
+) -> HpaRules {
+    let window = rules
+        .and_then(|r| r.stabilization_window_seconds)
+        .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)))
+        .or(shorthand.map(hoist_api::Duration::get))
+        .unwrap_or(default.stabilization_window);
+    let Some(rules) = rules else {
+        return HpaRules {
+            stabilization_window: window,
+            ..default
+        };
+    };
+    HpaRules {
+        stabilization_window: window,
+        select_policy: match rules.select_policy {
+            None => default.select_policy,
+            Some(HpaSelectPolicy::Max) => SelectPolicy::Max,
+            Some(HpaSelectPolicy::Min) => SelectPolicy::Min,
+            Some(HpaSelectPolicy::Disabled) => SelectPolicy::Disabled,
+        },
+        policies: rules.policies.as_ref().map_or(default.policies, |ps| {
+            ps.iter()
+                .map(|p| HpaPolicy {
+                    kind: match p.type_ {
+                        HpaScalingPolicyType::Pods => HpaPolicyKind::Pods,
+                        HpaScalingPolicyType::Percent => HpaPolicyKind::Percent,
+                    },
+                    value: p.value,
+                    period: Duration::from_secs(u64::try_from(p.period_seconds).unwrap_or(0)),
+                })
+                .collect()
+        }),
+        tolerance: rules.tolerance.or(default.tolerance),
     }
 }
 

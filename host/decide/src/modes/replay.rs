@@ -330,16 +330,16 @@ mod tests {
         }
         let cases = [
             Case {
-                // HPA: 40 over 1 ready pod is 4× the target: ceil(1 × 4) = 4 at once, ready
-                // 20 s later. At 10 s the ratio is still 4 (one ready pod), the rate policy
-                // allows 1 + 4 = 5 within its 15 s period; at 20 s four are ready (ratio 1).
+                // HPA: a total of 40 is 4× the target of 1 replica: ceil(40 / 10) = 4 at once,
+                // ready 20 s later. At 10 s the total over the 4 replicas is at the target (the
+                // HPA divides an External metric by the replicas, not the ready pods).
                 name: "hpa scales up, replicas ready after the delay",
                 setup: setup(AlgorithmName::Hpa, |s| {
                     s.builtin.decision_interval = Some(secs(10));
                     s.ready_delay = Duration::from_secs(20);
                 }),
                 trace: values(&[(0, 40.0), (30, 40.0)]),
-                want: vec![(0, 4, 1), (10, 5, 1), (20, 5, 4), (30, 5, 5)],
+                want: vec![(0, 4, 1), (10, 4, 1), (20, 4, 4), (30, 4, 4)],
             },
             Case {
                 // HPA: the 150 s scale-down window keeps the 4 of t=0 until it leaves the window at

@@ -223,9 +223,8 @@ fn builtin(algorithm: AlgorithmName, metrics: usize) -> BuiltinAutoscaling {
             ..ApaTuning::default()
         }),
         hpa: (algorithm == AlgorithmName::Hpa).then(|| HpaTuning {
-            tolerance: None,
-            scale_up_stabilization: None,
             scale_down_stabilization: Some(hoist_api::Duration::from_secs(5)),
+            ..HpaTuning::default()
         }),
     }
 }
@@ -301,9 +300,11 @@ fn hpa_formula_scales_up_then_down_after_the_window() {
 
 #[test]
 fn the_tick_says_when_kpa_panics() {
-    // KPA aims for 10 × 0.7 = 7 per pod: 2 pods carrying 14 are on target.
+    // KPA aims for 10 × 0.7 = 7 per pod: 1 pod carrying 7 is on target. (One pod: with more
+    // ready, a fresh KPA starts in panic, as Knative's.)
     let mut r = Run::new(AlgorithmName::Kpa, 1, |_| {});
-    let calm = r.tick(0, &[total(14.0)]);
+    r.current = 1;
+    let calm = r.tick(0, &[total(7.0)]);
     assert!(
         matches!(
             calm.report.decision,
