@@ -125,8 +125,16 @@ async fn owned_hpa_targets_the_scaler_and_the_real_hpa_controller_writes_its_sca
     );
     kit::wait_scaler(&env, "web", "idle at 4", |s| idle_at(s, 4)).await;
     kit::wait_statefulset_ready(ns, "web", 4).await.unwrap();
-    let hpa = hpas.get("web").await.unwrap();
-    assert_eq!(hpa.status.map(|s| s.desired_replicas), Some(4));
+    // The controller writes the HPA's status after the /scale write it reports.
+    wait::until(LONG, "the HPA's status says 4", || {
+        let hpas = hpas.clone();
+        async move {
+            let hpa = hpas.get("web").await?;
+            Ok(hpa.status.map(|s| s.desired_replicas) == Some(4))
+        }
+    })
+    .await
+    .unwrap();
 
     // Pauses: the HPA stops recommending that direction.
     patch_spec(ns, "web", json!({"pauseScaleIn": true})).await;
