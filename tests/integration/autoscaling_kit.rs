@@ -158,3 +158,24 @@ pub async fn switch_to_fixed_and_wait_gone<K>(
     })
     .await;
 }
+
+/// What the tests of real metric paths start from: [`env`], KEDA in the cluster (operator and
+/// metrics adapter), a real Prometheus, and the trino-drain plugin ConfigMap.
+pub struct MetricsEnv {
+    pub env: Env,
+    pub keda: hoist_tests::keda::Keda,
+    pub prom: hoist_tests::prometheus::Prometheus,
+}
+
+pub async fn metrics_env(prefix: &str) -> MetricsEnv {
+    let env = env(prefix).await;
+    let keda = hoist_tests::keda::Keda::in_cluster(Cluster::shared()).unwrap();
+    let prom = hoist_tests::prometheus::Prometheus::start()
+        .await
+        .expect("a real Prometheus");
+    let plugin = hoist_tests::operator::plugin_path("trino-drain").unwrap();
+    hoist_tests::operator::apply_plugin_configmap(&env.ns, "trino-drain", &plugin)
+        .await
+        .unwrap();
+    MetricsEnv { env, keda, prom }
+}

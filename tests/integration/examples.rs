@@ -26,11 +26,9 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use hoist_api::Scaler;
-use hoist_tests::keda::Keda;
-use hoist_tests::operator::{apply_plugin_configmap, plugin_path};
 use hoist_tests::prometheus::{Exporter, Prometheus};
 use hoist_tests::trino::{TrinoWorker, pod_ips};
-use hoist_tests::{Cluster, TestNamespace, repo_root, wait};
+use hoist_tests::{TestNamespace, repo_root, wait};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -226,13 +224,8 @@ fn business_hours_now() -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trino_keda_scales_on_queued_queries_and_drains_on_the_way_down() {
-    let env = kit::env("ex-trino").await;
+    let kit::MetricsEnv { env, keda, prom } = kit::metrics_env("ex-trino").await;
     let ns = &env.ns;
-    let keda = Keda::in_cluster(Cluster::shared()).unwrap();
-    let prom = Prometheus::start().await.expect("a real Prometheus");
-    apply_plugin_configmap(ns, "trino-drain", &plugin_path("trino-drain").unwrap())
-        .await
-        .unwrap();
     create_statefulset(ns, "trino-worker", 2).await.unwrap();
     // The series the example's query sums; its namespace label is the example's own.
     let queued = |n: u32| {

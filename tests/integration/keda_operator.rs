@@ -349,13 +349,8 @@ async fn up_to_3_and_down_through_the_hook(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_keda_scales_a_scaler_1_to_3_to_1_from_a_prometheus_trigger() {
-    let env = kit::env("keda-prom").await;
+    let kit::MetricsEnv { env, keda, prom } = kit::metrics_env("keda-prom").await;
     let ns = &env.ns;
-    let keda = Keda::in_cluster(Cluster::shared()).unwrap();
-    let prom = Prometheus::start().await.expect("a real Prometheus");
-    apply_plugin_configmap(ns, "trino-drain", &plugin_path("trino-drain").unwrap())
-        .await
-        .unwrap();
     create_statefulset(ns, "web", 1).await.unwrap();
     apply_scaler(
         ns,
@@ -384,13 +379,8 @@ async fn real_keda_scales_a_scaler_1_to_3_to_1_from_a_prometheus_trigger() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_hpa_mode_scaler_scales_1_to_3_to_1_from_an_external_metric() {
-    let env = kit::env("hpa-external").await;
+    let kit::MetricsEnv { env, keda, prom } = kit::metrics_env("hpa-external").await;
     let ns = &env.ns;
-    let keda = Keda::in_cluster(Cluster::shared()).unwrap();
-    let prom = Prometheus::start().await.expect("a real Prometheus");
-    apply_plugin_configmap(ns, "trino-drain", &plugin_path("trino-drain").unwrap())
-        .await
-        .unwrap();
     // A ScaledObject of another workload publishes the external metric `s0-prometheus`.
     create_statefulset(ns, "demand", 1).await.unwrap();
     let so: DynamicObject = serde_json::from_value(json!({
