@@ -9,8 +9,8 @@
 //! up). `DRAINING` is reversible: `on-failure` puts the workers back with `"ACTIVE"`, except
 //! those it found already draining. Scale up and `post-scale` have nothing to do.
 //!
-//! The state endpoint is a management resource: with Trino's default access control it
-//! answers 403 `Management only resource`, so the workers need
+//! Changing the state is a management action: with Trino's default access control the
+//! `PUT` answers 403 `Management only resource` (the `GET` works), so the workers need
 //! `access-control.name=allow-all` or a rule that lets the configured user manage them. A
 //! real drain takes at least twice the workers' `shutdown.grace-period` (default 2 min) plus
 //! the time their running tasks need: the Scaler's `preScaling` deadline must be longer.
@@ -109,7 +109,7 @@ struct TrinoDrain;
 fn explain(config: &Config, err: HttpError) -> HookError {
     match err {
         HttpError::Status { status: 403, .. } => HookError::Remote(format!(
-            "{err}; the worker's access control refuses user {:?} its state endpoint (a \
+            "{err}; the worker's access control does not let user {:?} change its state (a \
              management resource): give the workers `access-control.name=allow-all` in \
              etc/access-control.properties, or a file-based rule that allows this user",
             config.user
