@@ -18,6 +18,7 @@ pub mod prometheus;
 pub mod real_node;
 pub mod scenario;
 pub mod trino;
+pub mod trino_server;
 pub mod wait;
 
 use std::path::{Path, PathBuf};

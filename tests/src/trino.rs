@@ -2,7 +2,8 @@
 //! drain "workers" running at pod IPs on loopback.
 //!
 //! `GET /v1/info/state` answers the state as a JSON string; `PUT /v1/info/state` with
-//! `"DRAINING"`, `"ACTIVE"` or `"SHUTTING_DOWN"` changes it. A draining worker reports
+//! `"DRAINING"`, `"ACTIVE"` or `"SHUTTING_DOWN"` changes it; asking a `DRAINED` worker for
+//! `DRAINING` answers 400, as Trino 476 does (a `DRAINING` one answers 200). A draining worker reports
 //! `DRAINING` for a configurable number of polls, then `DRAINED` (its tasks finished; the
 //! process stays up), as Trino does since late 2024. Requests without `X-Trino-User` get
 //! 401 like a secured coordinator would answer. Every change is recorded with its time.
@@ -100,12 +101,18 @@ async fn put_state(
     let mut w = lock(&worker);
     match (w.state.as_str(), wanted.as_str()) {
         (_, "ACTIVE") => w.set("ACTIVE"),
-        ("DRAINED", "DRAINING") => {}
-        ("ACTIVE" | "DRAINING", "DRAINING") => {
-            if w.state != "DRAINING" {
-                w.polls_while_draining = 0;
-                w.set("DRAINING");
-            }
+        ("ACTIVE", "DRAINING") => {
+            w.polls_while_draining = 0;
+            w.set("DRAINING");
+        }
+        ("DRAINING", "DRAINING") => {}
+        // Trino 476 refuses to drain a drained worker again (a client must read the state
+        // first).
+        ("DRAINED", "DRAINING") => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "Invalid state transition to DRAINING".into(),
+            );
         }
         (_, "SHUTTING_DOWN") => w.set("SHUTTING_DOWN"),
         (from, to) => {

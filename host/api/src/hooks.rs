@@ -83,7 +83,10 @@ pub enum FailurePolicy {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StageTimeouts {
-    /// Deadline of PreScaling, all pre-scale calls included (default 10m).
+    /// Deadline of PreScaling, all pre-scale calls included (default 10m). Size it for the
+    /// slowest drain: a Trino worker drains in twice its `shutdown.grace-period` (2m by default)
+    /// plus the time its running queries still need, so 10m fails a drain behind a query that
+    /// runs on for ~6 minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_scaling: Option<Duration>,
     /// Deadline for the target to report the new count ready (default 10m).

@@ -1,10 +1,19 @@
 //! trino-drain: drain the Trino workers that a scale-down removes.
 //!
-//! `pre-scale` (scale down): for each leaving worker, `PUT /v1/info/state` with `"DRAINING"`
-//! (once per operation; the saved state remembers which workers were asked), then poll
-//! `GET /v1/info/state` on later calls until every leaving worker reports `"DRAINED"` (no
-//! tasks left, process still up). `DRAINING` is reversible: `on-failure` puts the workers
-//! back with `"ACTIVE"`. Scale up and `post-scale` have nothing to do.
+//! `pre-scale` (scale down): for each leaving worker, read `GET /v1/info/state` first. An
+//! `ACTIVE` worker is asked with `PUT /v1/info/state` `"DRAINING"`; a worker already
+//! `DRAINING` or `DRAINED` (drained by an admin, or by an earlier call whose answer was lost)
+//! counts as asked: Trino answers 400 `Invalid state transition` to asking a `DRAINED` worker
+//! again. Later
+//! calls poll until every leaving worker reports `"DRAINED"` (no tasks left, process still
+//! up). `DRAINING` is reversible: `on-failure` puts the workers back with `"ACTIVE"`, except
+//! those it found already draining. Scale up and `post-scale` have nothing to do.
+//!
+//! Changing the state is a management action: with Trino's default access control the
+//! `PUT` answers 403 `Management only resource` (the `GET` works), so the workers need
+//! `access-control.name=allow-all` or a rule that lets the configured user manage them. A
+//! real drain takes at least twice the workers' `shutdown.grace-period` (default 2 min) plus
+//! the time their running tasks need: the Scaler's `preScaling` deadline must be longer.
 //!
 //! Config (all optional):
 //! `{"port": 8080, "scheme": "http", "user": "hoist", "userHeader": "X-Trino-User",
@@ -13,7 +22,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use hoist_sdk::http::{Request, host_port};
+use hoist_sdk::http::{HttpError, Request, Response, host_port};
 use hoist_sdk::{Failure, Hook, HookError, Outcome, Pod, ScaleContext, config, log};
 use serde::{Deserialize, Serialize};
 
@@ -80,23 +89,42 @@ impl Config {
     }
 }
 
-/// What is kept between calls of one pre-scale stage.
+/// What is kept between calls of one pre-scale stage. It changes only when a worker is
+/// asked or found, so repeated polls leave the Scaler's status as it was. (A state saved by an
+/// older version with a `polls` counter still reads: unknown fields are ignored.)
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 struct State {
-    /// Workers (pod names) already asked to drain.
+    /// Workers (pod names) this operation asked to drain: `on-failure` reactivates them.
     asked: BTreeSet<String>,
-    /// Number of polling rounds so far.
-    polls: u32,
+    /// Workers found `DRAINING` or `DRAINED` before this operation asked them (an admin's
+    /// drain, or one whose request was sent but not recorded): `on-failure` leaves them.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    found: BTreeSet<String>,
 }
 
 struct TrinoDrain;
+
+/// A 403 from the state endpoint says what the worker needs, not only that it refused.
+fn explain(config: &Config, err: HttpError) -> HookError {
+    match err {
+        HttpError::Status { status: 403, .. } => HookError::Remote(format!(
+            "{err}; the worker's access control does not let user {:?} change its state (a \
+             management resource): give the workers `access-control.name=allow-all` in \
+             etc/access-control.properties, or a file-based rule that allows this user",
+            config.user
+        )),
+        other => other.into(),
+    }
+}
 
 fn worker_state(config: &Config, ip: &str) -> Result<String, HookError> {
     let response = Request::get(config.state_url(ip))
         .header(&config.user_header, &config.user)
         .timeout(Duration::from_millis(config.request_timeout_ms))
-        .send()?
-        .error_for_status()?;
+        .send()
+        .and_then(Response::error_for_status)
+        .map_err(|e| explain(config, e))?;
     Ok(response.json::<String>()?)
 }
 
@@ -105,8 +133,9 @@ fn set_worker_state(config: &Config, ip: &str, state: &str) -> Result<(), HookEr
         .header(&config.user_header, &config.user)
         .json(&serde_json::Value::String(state.to_string()))
         .timeout(Duration::from_millis(config.request_timeout_ms))
-        .send()?
-        .error_for_status()?;
+        .send()
+        .and_then(Response::error_for_status)
+        .map_err(|e| explain(config, e))?;
     Ok(())
 }
 
@@ -124,6 +153,42 @@ fn leaving_with_ip(ctx: &ScaleContext) -> Vec<(&Pod, &str)> {
             ip.map(|ip| (pod, ip))
         })
         .collect()
+}
+
+/// One leaving worker, one pre-scale call: read its state, ask it to drain when it is
+/// `ACTIVE`. Returns whether it is still draining.
+fn drain_one(config: &Config, state: &mut State, pod: &Pod, ip: &str) -> Result<bool, HookError> {
+    let name = &pod.name;
+    let current = worker_state(config, ip)?;
+    match current.as_str() {
+        "ACTIVE" => {
+            if state.asked.contains(name) || state.found.remove(name) {
+                // Asked (or found draining) before, active again: the worker restarted or
+                // someone undid it.
+                log::warn(&format!(
+                    "worker {name} is ACTIVE again; asking it to drain again"
+                ));
+            }
+            set_worker_state(config, ip, "DRAINING")?;
+            log::info(&format!("asked worker {name} ({ip}) to drain"));
+            state.asked.insert(name.clone());
+            Ok(true)
+        }
+        "DRAINING" | "DRAINED" => {
+            // Asking a DRAINED worker again is refused (400 Invalid state transition), and a
+            // DRAINING one needs nothing: either counts as asked.
+            if !state.asked.contains(name) && state.found.insert(name.clone()) {
+                log::info(&format!(
+                    "worker {name} ({ip}) is already {current}; not asking again (on-failure \
+                     leaves it as found)"
+                ));
+            }
+            Ok(current == "DRAINING")
+        }
+        other => Err(HookError::Remote(format!(
+            "worker {name} is in state {other}, which draining cannot continue from"
+        ))),
+    }
 }
 
 impl Hook for TrinoDrain {
@@ -146,42 +211,17 @@ impl Hook for TrinoDrain {
 
         let mut pending = Vec::new();
         for (pod, ip) in leaving_with_ip(ctx) {
-            if !state.asked.contains(&pod.name) {
-                set_worker_state(&config, ip, "DRAINING")?;
-                log::info(&format!("asked worker {} ({ip}) to drain", pod.name));
-                state.asked.insert(pod.name.clone());
+            if drain_one(&config, &mut state, pod, ip)? {
                 pending.push(format!("{}=DRAINING", pod.name));
-                continue;
-            }
-            let current = worker_state(&config, ip)?;
-            match current.as_str() {
-                "DRAINED" => {}
-                "DRAINING" => pending.push(format!("{}=DRAINING", pod.name)),
-                "ACTIVE" => {
-                    // Asked before, active again: the worker restarted or someone undid it.
-                    log::warn(&format!(
-                        "worker {} is ACTIVE again; asking it to drain again",
-                        pod.name
-                    ));
-                    set_worker_state(&config, ip, "DRAINING")?;
-                    pending.push(format!("{}=DRAINING", pod.name));
-                }
-                other => {
-                    return Err(HookError::Remote(format!(
-                        "worker {} is in state {other}, which draining cannot continue from",
-                        pod.name
-                    )));
-                }
             }
         }
 
         if pending.is_empty() {
             return Ok(Outcome::Done(format!(
                 "{} worker(s) drained",
-                state.asked.len()
+                state.asked.len() + state.found.len()
             )));
         }
-        state.polls += 1;
         let message = format!("waiting for workers to drain: {}", pending.join(", "));
         let saved = serde_json::to_string(&state)
             .map_err(|e| HookError::Other(format!("cannot save state: {e}")))?;
@@ -197,13 +237,34 @@ impl Hook for TrinoDrain {
         if !ctx.is_scale_down() {
             return Ok(());
         }
+        // Without a saved state (the first call failed) every leaving worker may have been
+        // asked: put them all back. With one, leave the workers found already draining.
+        let found = ctx
+            .saved_state
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<State>(text).ok())
+            .map(|state| state.found)
+            .unwrap_or_default();
+        let ours: Vec<_> = leaving_with_ip(ctx)
+            .into_iter()
+            .filter(|(pod, _)| !found.contains(&pod.name))
+            .collect();
         log::info(&format!(
-            "operation failed ({}); putting {} worker(s) back to ACTIVE",
+            "operation failed ({}); putting {} worker(s) back to ACTIVE{}",
             failure.reason,
-            ctx.pods_removed.len()
+            ours.len(),
+            if found.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<&str> = found.iter().map(String::as_str).collect();
+                format!(
+                    "; leaving {} as found (drained before this operation asked)",
+                    names.join(", ")
+                )
+            }
         ));
         let mut errors = Vec::new();
-        for (pod, ip) in leaving_with_ip(ctx) {
+        for (pod, ip) in ours {
             if let Err(err) = set_worker_state(&config, ip, "ACTIVE") {
                 errors.push(format!("{}: {err}", pod.name));
             }
