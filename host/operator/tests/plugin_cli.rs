@@ -308,6 +308,8 @@ fn run_drives_a_hook_against_a_local_worker_and_prints_json() {
     assert_eq!(
         seen,
         [
+            // trino-drain reads the state before asking (a DRAINED worker refuses DRAINING).
+            "GET /v1/info/state HTTP/1.1  user=true",
             "PUT /v1/info/state HTTP/1.1 \"DRAINING\" user=true",
             "GET /v1/info/state HTTP/1.1  user=true",
             "PUT /v1/info/state HTTP/1.1 \"ACTIVE\" user=true",
