@@ -32,6 +32,78 @@ pub struct Hooks {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
     pub allowed_hosts: Vec<String>,
+    /// Keys of Secrets in the Scaler's namespace handed to the plugin at call time (it asks for
+    /// them by `name`). Their values are never written to the Scaler, events or logs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub secrets: Vec<HookSecret>,
+    /// TLS for the plugin's HTTPS requests: the CA bundle to trust instead of the public roots
+    /// and a client certificate for mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<HookTls>,
+}
+
+/// Most secrets one Scaler hands its plugin.
+pub const MAX_HOOK_SECRETS: usize = 16;
+/// Largest secret value handed to a plugin, in bytes.
+pub const MAX_SECRET_BYTES: usize = 64 * 1024;
+/// Largest CA bundle, certificate or key read for a Scaler's TLS, in bytes.
+pub const MAX_TLS_BYTES: usize = 256 * 1024;
+
+/// One Secret key handed to the plugin.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.name.matches('^[A-Za-z0-9_.-]+$')", "message": "hooks.secrets[].name may hold letters, digits, '_', '.' and '-' only"}
+]))]
+pub struct HookSecret {
+    /// The name the plugin asks for (e.g. `password`).
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// The Secret and key holding the value.
+    pub secret_key_ref: KeyRef,
+}
+
+/// A key of a Secret or ConfigMap in the Scaler's namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRef {
+    /// Name of the object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// TLS settings of a Scaler's hook calls.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HookTls {
+    /// PEM CA certificates to trust (only these) for the plugin's HTTPS requests, from a key of
+    /// a ConfigMap or a Secret. Absent: the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundleRef>,
+    /// A Secret of type kubernetes.io/tls (`tls.crt`, `tls.key`) holding the client
+    /// certificate presented to servers that ask for one (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub client_certificate_secret: Option<String>,
+}
+
+/// Where a CA bundle is stored: exactly one of the two.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.configMapKeyRef) != has(self.secretKeyRef)", "message": "hooks.tls.caBundle needs exactly one of configMapKeyRef and secretKeyRef"}
+]))]
+pub struct CaBundleRef {
+    /// A ConfigMap key holding the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeyRef>,
+    /// A Secret key holding the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<KeyRef>,
 }
 
 impl Hooks {

@@ -23,12 +23,17 @@ pub mod autoscaling;
 pub mod conditions;
 pub mod duration;
 pub mod hooks;
+pub mod policy;
 mod scaler;
 mod validate;
 
 pub use autoscaling::{Algorithm, Autoscaling, AutoscalingMode};
 pub use duration::Duration;
-pub use hooks::{Backoff, FailurePolicy, Hooks, PluginRef, RetryPolicy, StageTimeouts};
+pub use hooks::{
+    Backoff, CaBundleRef, FailurePolicy, HookSecret, HookTls, Hooks, KeyRef, PluginRef,
+    RetryPolicy, StageTimeouts,
+};
+pub use policy::{AdmittedPlugin, EgressGrant, HookPolicy, HookPolicySpec};
 pub use scaler::{
     DEFAULT_MIN_REPLICAS, Failure, OnFailure, Operation, OperationTarget, PluginStatus, Scaler,
     ScalerSpec, ScalerStatus, Stage, TargetRef,
@@ -116,7 +121,7 @@ pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     use kube::CustomResourceExt;
-    vec![Scaler::crd()]
+    vec![Scaler::crd(), HookPolicy::crd()]
 }
 
 /// The CRDs as one YAML stream (documents separated by `---`), exactly what `hoist crds`

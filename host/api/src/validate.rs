@@ -193,6 +193,7 @@ impl ScalerSpec {
             {
                 bad("spec.hooks.config", "must be a JSON object".into());
             }
+            validate_hook_secrets(hooks, bad);
         }
         if let Some(timeouts) = &self.stage_timeouts {
             for (field, value) in [
@@ -219,6 +220,55 @@ impl ScalerSpec {
                 );
             }
         }
+    }
+}
+
+/// `spec.hooks.secrets` and `spec.hooks.tls`: bounded, names usable, no name twice.
+fn validate_hook_secrets(hooks: &crate::Hooks, bad: &mut impl FnMut(&str, String)) {
+    use crate::hooks::MAX_HOOK_SECRETS;
+    if hooks.secrets.len() > MAX_HOOK_SECRETS {
+        bad(
+            "spec.hooks.secrets",
+            format!(
+                "{} entries, at most {MAX_HOOK_SECRETS}",
+                hooks.secrets.len()
+            ),
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, secret) in hooks.secrets.iter().enumerate() {
+        let name_ok = !secret.name.is_empty()
+            && secret.name.len() <= 63
+            && secret
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !name_ok {
+            bad(
+                &format!("spec.hooks.secrets[{i}].name"),
+                "1 to 63 letters, digits, '_', '.' or '-'".into(),
+            );
+        }
+        if !seen.insert(secret.name.as_str()) {
+            bad(
+                &format!("spec.hooks.secrets[{i}].name"),
+                format!("{:?} is listed twice", secret.name),
+            );
+        }
+        if secret.secret_key_ref.name.is_empty() || secret.secret_key_ref.key.is_empty() {
+            bad(
+                &format!("spec.hooks.secrets[{i}].secretKeyRef"),
+                "name and key must not be empty".into(),
+            );
+        }
+    }
+    if let Some(ca) = hooks.tls.as_ref().and_then(|t| t.ca_bundle.as_ref())
+        && ca.config_map_key_ref.is_some() == ca.secret_key_ref.is_some()
+    {
+        bad(
+            "spec.hooks.tls.caBundle",
+            "needs exactly one of configMapKeyRef and secretKeyRef".into(),
+        );
     }
 }
 

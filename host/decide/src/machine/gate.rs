@@ -35,6 +35,10 @@ impl Machine<'_> {
                 self.hooks_condition = Some((false, "PluginInvalid".into(), message.clone()));
                 return self.unusable_hooks(fail_open, message);
             }
+            PluginAvailability::NotAdmitted { reason } => {
+                self.hooks_condition = Some((false, "PluginNotAdmitted".into(), reason.clone()));
+                return HooksGate::Blocked(reason.clone());
+            }
             PluginAvailability::Ready { digest } => {
                 let verdict = match self.plugin_verdict(digest, config_hash(hooks.config.as_ref()))
                 {
@@ -186,6 +190,9 @@ impl Machine<'_> {
                     hooks.plugin.config_map
                 ),
             ),
+            PluginAvailability::NotAdmitted { reason } => {
+                (false, "PluginNotAdmitted".into(), reason.clone())
+            }
             PluginAvailability::Ready { digest } => {
                 let hash = config_hash(hooks.config.as_ref());
                 match self

@@ -735,6 +735,35 @@ fn idle_waits_for_a_usable_plugin() {
             },
         ),
         (
+            "plugin not admitted by the cluster policy, FailOpen: still no operation",
+            given().with_hooks(FailurePolicy::FailOpen).idle().plugin(
+                PluginAvailability::NotAdmitted {
+                    reason: "not admitted by HookPolicy team-a".into(),
+                },
+            ),
+            Expect {
+                stage: Some(Stage::Idle),
+                scale: Some(None),
+                hook: Some(None),
+                condition: Some((conditions::HOOKS_READY, false, "PluginNotAdmitted")),
+                ..Expect::default()
+            },
+        ),
+        (
+            "plugin not admitted, FailClose: no operation, Ready says hooks are not ready",
+            given().with_hooks(FailurePolicy::FailClose).idle().plugin(
+                PluginAvailability::NotAdmitted {
+                    reason: "not admitted by HookPolicy team-a".into(),
+                },
+            ),
+            Expect {
+                stage: Some(Stage::Idle),
+                scale: Some(None),
+                condition: Some((conditions::READY, false, "HooksNotReady")),
+                ..Expect::default()
+            },
+        ),
+        (
             "new plugin digest: validate-config first, nothing written",
             given()
                 .with_hooks(FailurePolicy::FailClose)

@@ -128,6 +128,13 @@ pub enum PluginAvailability {
         /// Why, for the HooksReady condition.
         reason: String,
     },
+    /// Loaded, but no cluster-admin HookPolicy that applies to the namespace admits it: it
+    /// never runs, whatever the failure policy (failOpen skips a broken plugin, not a refused
+    /// one: an admin's refusal is not the plugin failing).
+    NotAdmitted {
+        /// Which policies refused it and why, for the HooksReady condition.
+        reason: String,
+    },
 }
 
 /// The outcome of one hook call, as the operator reports it back.
