@@ -9,8 +9,9 @@
 //!   [`Sandbox::load_cached`] loads (and verifies) a plugin from that cache by digest alone,
 //!   for an operation that outlived the bytes it started with.
 //! - [`HookRunner`] (implemented by [`Sandbox`]): the typed interface the operator calls.
-//!   Every call gets a fresh store with a memory cap, a deadline that bounds guest code and
-//!   host calls alike, no filesystem, no environment, no sockets, and outgoing HTTP only to the
+//!   Every call gets a fresh store with a memory cap (over all its memories), a bounded
+//!   resource table ([`MAX_RESOURCES_PER_CALL`]) and header size ([`MAX_FIELDS_BYTES`]), a
+//!   deadline that bounds guest code, start functions and host calls alike, no filesystem, no environment, no sockets, and outgoing HTTP only to the
 //!   hosts on the call's allow-list. Guest logs go to `tracing` with the call's identity,
 //!   escaped to one line each, at most [`MAX_LOG_LINE_BYTES`] per line and
 //!   [`LOG_LINES_PER_CALL`] lines / [`LOG_BYTES_PER_CALL`] bytes per call.
@@ -42,7 +43,10 @@ pub use context::{
 };
 pub use error::SandboxError;
 pub use hoist_types::{Digest, Direction, Hook};
-pub use host::{LOG_BYTES_PER_CALL, LOG_LINES_PER_CALL, MAX_LOG_LINE_BYTES};
+pub use host::{
+    LOG_BYTES_PER_CALL, LOG_LINES_PER_CALL, MAX_FIELDS_BYTES, MAX_LOG_LINE_BYTES,
+    MAX_RESOURCES_PER_CALL,
+};
 pub use plugin::{LoadSource, Plugin};
 pub use runner::{BoxFuture, HookRunner};
 pub use sandbox::{LoadStats, Sandbox};
