@@ -6,6 +6,7 @@
 //! - [`Sandbox::load`]: content-addressed by sha256, verified (a component, of our world, of
 //!   a supported WIT version), deduplicated in memory, and precompiled artifacts cached on
 //!   disk keyed by digest and the engine's compatibility hash, so a restart does not compile.
+//!   Every function of the hooks export is type-checked against the contract at load.
 //!   [`Sandbox::load_cached`] loads (and verifies) a plugin from that cache by digest alone,
 //!   for an operation that outlived the bytes it started with.
 //! - [`HookRunner`] (implemented by [`Sandbox`]): the typed interface the operator calls.
@@ -28,6 +29,7 @@ mod call;
 mod config;
 mod context;
 mod error;
+mod exports;
 mod host;
 mod plugin;
 mod runner;

@@ -295,7 +295,7 @@ impl Sandbox {
         let engine = &self.inner.engine;
         let ty = component.component_type();
         let mut export_names = Vec::new();
-        let mut ours: Option<(String, Vec<String>)> = None;
+        let mut ours: Option<(String, String, Vec<String>)> = None;
         let mut other_versions = Vec::new();
         for (name, item) in ty.exports(engine) {
             export_names.push(name.to_string());
@@ -312,12 +312,12 @@ impl Sandbox {
                         .collect(),
                     _ => Vec::new(),
                 };
-                ours = Some((version.to_string(), funcs));
+                ours = Some((name.to_string(), version.to_string(), funcs));
             } else {
                 other_versions.push(version.to_string());
             }
         }
-        let Some((wit_version, exports)) = ours else {
+        let Some((export, wit_version, exports)) = ours else {
             if let Some(found) = other_versions.into_iter().next() {
                 return Err(SandboxError::LoadWitVersion {
                     found: if found.is_empty() {
@@ -335,6 +335,8 @@ impl Sandbox {
             };
             return Err(SandboxError::LoadWrongWorld { exports });
         };
+        crate::exports::check(engine, component, &export)
+            .map_err(SandboxError::LoadExportMismatch)?;
         let instance_pre = self
             .inner
             .linker
