@@ -6,7 +6,9 @@
 //! - [`Sandbox::load`]: content-addressed by sha256, verified (a component, of our world, of
 //!   a supported WIT version), deduplicated in memory, and precompiled artifacts cached on
 //!   disk keyed by digest and the engine's compatibility hash, so a restart does not compile.
-//!   Every function of the hooks export is type-checked against the contract at load.
+//!   Every function of the hooks export is type-checked against the contract at load. With
+//!   [`CompileMode::Worker`], a component is compiled in a child process with CPU-time,
+//!   address-space and wall-time limits ([`compile_worker`]), so a compile bomb is refused.
 //!   [`Sandbox::load_cached`] loads (and verifies) a plugin from that cache by digest alone,
 //!   for an operation that outlived the bytes it started with.
 //! - [`HookRunner`] (implemented by [`Sandbox`]): the typed interface the operator calls.
@@ -26,6 +28,8 @@ mod allow;
 mod bindings;
 mod cache;
 mod call;
+mod compile;
+pub mod compile_worker;
 mod config;
 mod context;
 mod error;
@@ -39,7 +43,7 @@ mod text;
 pub use allow::AllowList;
 pub use cache::private_cache_dir;
 pub use call::{CallIdentity, CallOptions};
-pub use config::SandboxConfig;
+pub use config::{CompileLimits, CompileMode, CompileWorker, SandboxConfig};
 pub use context::{
     FailedStage, FailureInfo, HookContext, HookErrorKind, HookOutcome, PodInfo, TargetRef,
 };

@@ -144,8 +144,9 @@ impl Sandbox {
 
     /// Like [`Sandbox::load`], also telling where the compiled code came from.
     ///
-    /// CPU-heavy on a miss (compilation takes tens to hundreds of milliseconds): call it from
-    /// a blocking-friendly context (`tokio::task::spawn_blocking`) in async code.
+    /// CPU-heavy on a miss (compilation takes tens to hundreds of milliseconds, in this
+    /// process or waiting for the worker of [`crate::CompileMode::Worker`]): call it from a
+    /// blocking-friendly context (`tokio::task::spawn_blocking`) in async code.
     pub fn load_with_source(
         &self,
         bytes: &[u8],
@@ -165,8 +166,7 @@ impl Sandbox {
         let (component, source) = if let Some(component) = cached {
             (component, LoadSource::DiskCache)
         } else {
-            let component = Component::new(&self.inner.engine, bytes)
-                .map_err(|e| SandboxError::LoadCompile(format!("{e:#}")))?;
+            let component = crate::compile::compile(&self.inner.engine, &self.inner.config, bytes)?;
             (component, LoadSource::Compiled)
         };
         let plugin = self.verify(&component, &digest, bytes.len())?;
