@@ -32,6 +32,10 @@ enum Command {
     Plugin(cli::plugin::Command),
     /// Replay a metric trace through a builtin autoscaling algorithm and plot the replicas.
     Simulate(Box<cli::simulate::Args>),
+    /// Internal: compile one plugin component read from stdin, under the limits the request
+    /// line sets, and write the precompiled code to stdout (run by hoist's own sandbox).
+    #[command(name = cli::COMPILE_WORKER_SUBCOMMAND, hide = true)]
+    CompileWorker,
 }
 
 fn main() -> ExitCode {
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let result = match cli.command {
+        Command::CompileWorker => return hoist_sandbox::compile_worker::run(),
         Command::Run(args) => cli::run::run(&args),
         Command::Crds(args) => cli::crds::run(&args),
         Command::Plugin(cmd) => cli::plugin::run(cmd),

@@ -153,6 +153,61 @@ fn check_refuses_bad_files_with_a_clear_reason() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A section of `id` holding `payload`, in a module or component.
+fn section(id: u8, payload: &[u8], out: &mut Vec<u8>) {
+    out.push(id);
+    leb128(payload.len(), out);
+    out.extend_from_slice(payload);
+}
+
+/// A compile bomb: a component whose one core module has one function of 2.4 million nested
+/// empty blocks (7.2 MiB, the most wasmparser takes in a function). Compiling it in-process
+/// ran for minutes at over 1 GiB.
+fn compile_bomb() -> Vec<u8> {
+    const DEPTH: usize = 2_400_000;
+    let mut body = vec![0]; // no locals
+    for _ in 0..DEPTH {
+        body.extend_from_slice(&[0x02, 0x40]); // block (empty type)
+    }
+    body.resize(body.len() + DEPTH + 1, 0x0b); // the blocks' ends and the function's
+    let mut code = vec![1]; // one function body
+    leb128(body.len(), &mut code);
+    code.extend_from_slice(&body);
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[1, 0x60, 0, 0], &mut module); // types: () -> ()
+    section(3, &[1, 0], &mut module); // functions: one of type 0
+    section(10, &code, &mut module);
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    section(1, &module, &mut component); // a core module
+    component
+}
+
+#[test]
+fn check_refuses_a_compile_bomb_at_its_cpu_limit() {
+    let dir = scratch();
+    let bomb = dir.join("bomb.wasm");
+    std::fs::write(&bomb, compile_bomb()).unwrap();
+    let started = std::time::Instant::now();
+    let out = hoist(&[
+        "plugin",
+        "check",
+        "--compile-cpu-seconds",
+        "2",
+        bomb.to_str().unwrap(),
+    ]);
+    let took = started.elapsed();
+    let stderr = text(&out.stderr);
+    eprintln!("compile bomb refused by `hoist plugin check` after {took:?}: {stderr}");
+    assert!(!out.status.success(), "the bomb passed the check");
+    assert!(
+        stderr.contains("PluginInvalid") && stderr.contains("CPU-time limit of 2 s"),
+        "{stderr}"
+    );
+    // A generous bound: the compilation is stopped, not finished (that takes minutes).
+    assert!(took < std::time::Duration::from_mins(1), "took {took:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// A tiny HTTP/1.1 server on a loopback address answering like a Trino worker: PUT sets the
 /// state, GET returns it (a worker that has been draining reports DRAINED).
 fn trino_worker() -> (String, Arc<Mutex<Vec<String>>>) {

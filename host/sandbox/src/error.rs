@@ -35,6 +35,16 @@ pub enum SandboxError {
     #[error("the component is invalid: {0}")]
     LoadCompile(String),
 
+    /// Loading: compiling the component hit a bound of the compile worker (CPU time, memory,
+    /// wall time or the size of the compiled code): the component is refused as invalid.
+    #[error("the component is refused: compiling it {0}")]
+    LoadCompileLimit(String),
+
+    /// The compile worker process could not be run, or answered with something unusable;
+    /// not the plugin's fault.
+    #[error("cannot compile the plugin in a worker process: {0}")]
+    CompileWorker(String),
+
     /// Loading: the component does not export `hoist:hooks/hooks` at all.
     #[error(
         "the component is not a hoist hook plugin: it does not export `hoist:hooks/hooks` \
@@ -100,6 +110,11 @@ pub enum SandboxError {
         requested_bytes: u64,
     },
 
+    /// The hook held more host resources at once than a call may (handles of HTTP requests,
+    /// header fields, streams; or table elements), see [`crate::MAX_RESOURCES_PER_CALL`].
+    #[error("{hook} exceeded its limit of {what}")]
+    HookResourceLimit { hook: &'static str, what: String },
+
     /// The hook failed after the sandbox refused an outgoing request to a host not on the
     /// allow-list.
     #[error("{hook} failed after a request to a host not on the allow-list ({hosts}): {message}")]
@@ -122,7 +137,8 @@ impl SandboxError {
             SandboxError::CacheDir { .. } => "CacheDir",
             SandboxError::LoadNotWasm(_) => "PluginNotWasm",
             SandboxError::LoadCoreModule => "PluginCoreModule",
-            SandboxError::LoadCompile(_) => "PluginInvalid",
+            SandboxError::LoadCompile(_) | SandboxError::LoadCompileLimit(_) => "PluginInvalid",
+            SandboxError::CompileWorker(_) => "CompileWorker",
             SandboxError::LoadWrongWorld { .. } => "PluginWrongWorld",
             SandboxError::LoadWitVersion { .. } => "PluginWitVersion",
             SandboxError::LoadExportMismatch(_) => "PluginExportMismatch",
@@ -134,6 +150,7 @@ impl SandboxError {
             SandboxError::HookTrapped { .. } => "HookTrapped",
             SandboxError::HookDeadline { .. } => "HookDeadlineExceeded",
             SandboxError::HookMemoryLimit { .. } => "HookMemoryLimit",
+            SandboxError::HookResourceLimit { .. } => "HookResourceLimit",
             SandboxError::HookRequestDenied { .. } => "HookRequestDenied",
             SandboxError::HookResult { .. } => "HookResult",
         }
@@ -147,6 +164,7 @@ impl SandboxError {
             SandboxError::LoadNotWasm(_)
                 | SandboxError::LoadCoreModule
                 | SandboxError::LoadCompile(_)
+                | SandboxError::LoadCompileLimit(_)
                 | SandboxError::LoadWrongWorld { .. }
                 | SandboxError::LoadWitVersion { .. }
                 | SandboxError::LoadExportMismatch(_)

@@ -30,6 +30,18 @@ pub const LOG_LINES_PER_CALL: usize = 200;
 /// beyond, lines are dropped like beyond [`LOG_LINES_PER_CALL`].
 pub const LOG_BYTES_PER_CALL: usize = 64 * 1024;
 
+/// Most host-side resources (HTTP requests, header fields, bodies, streams, pollables...) one
+/// hook call may hold at once: the store's resource table is capped at this many entries. A
+/// plugin that makes its requests one after the other holds a dozen; one that leaks handles
+/// ends with [`crate::SandboxError::HookResourceLimit`] instead of growing the operator's
+/// memory.
+pub const MAX_RESOURCES_PER_CALL: usize = 1024;
+
+/// Largest `wasi:http/types.fields` (a request's headers) a plugin may build, in bytes of
+/// wasmtime's estimate of its in-memory size. With [`MAX_RESOURCES_PER_CALL`] this bounds
+/// the header bytes one call may hold to 16 MiB.
+pub const MAX_FIELDS_BYTES: usize = 16 * 1024;
+
 /// Most distinct refused hosts a call remembers (and warns about, once each).
 const MAX_DENIED_HOSTS: usize = 8;
 
@@ -69,20 +81,21 @@ impl HostState {
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }));
         let denied = Arc::new(Mutex::new(Vec::new()));
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_BYTES);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES_PER_CALL);
         HostState {
             wasi: builder.build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            http,
+            table,
             policy: HttpPolicy {
                 allow,
                 denied,
                 identity: identity.clone(),
                 hook,
             },
-            limiter: MemoryLimiter {
-                limit: memory_limit,
-                refused: None,
-            },
+            limiter: MemoryLimiter::new(memory_limit),
             log_budget: LogBudget::default(),
             identity,
             hook,
@@ -316,42 +329,102 @@ fn record_denied(denied: &mut Vec<String>, authority: &str) -> bool {
     true
 }
 
-/// Caps a store's linear memories (and tables) and remembers a refused growth, so that the
-/// trap that follows is reported as a memory-limit error.
+/// Most table elements (function references) all tables of one call's store may hold
+/// together, initial sizes included. A Rust plugin has one table of a few hundred entries;
+/// at 8 to 16 bytes an element this bounds tables to a few MiB.
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 200_000;
+
+/// Caps the linear memories (and tables) of a store, one call's plugin instance: the limit is
+/// on the sum over all of them, initial sizes included, since a component can hold several
+/// core modules each with its own memory. Remembers a refused growth, so that the trap that
+/// follows is reported as a memory-limit error.
 pub(crate) struct MemoryLimiter {
     limit: u64,
+    /// Bytes of all linear memories of the store, as granted so far.
+    memory_bytes: u64,
+    /// Bytes granted by the last approved memory growth, given back if it then fails.
+    pending_memory: u64,
+    /// Elements of all tables of the store, as granted so far.
+    table_elements: usize,
+    /// Elements granted by the last approved table growth, given back if it then fails.
+    pending_table: usize,
+    /// The largest total (bytes of all memories) a refused growth asked for.
     pub(crate) refused: Option<u64>,
+    /// The largest total of table elements a refused growth asked for.
+    pub(crate) refused_table: Option<usize>,
 }
 
 impl MemoryLimiter {
+    pub(crate) fn new(limit: u64) -> Self {
+        MemoryLimiter {
+            limit,
+            memory_bytes: 0,
+            pending_memory: 0,
+            table_elements: 0,
+            pending_table: 0,
+            refused: None,
+            refused_table: None,
+        }
+    }
+
     pub(crate) fn limit(&self) -> u64 {
         self.limit
+    }
+
+    /// Bytes of all linear memories granted so far.
+    #[cfg(test)]
+    pub(crate) fn memory_bytes(&self) -> u64 {
+        self.memory_bytes
     }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let desired = u64::try_from(desired).unwrap_or(u64::MAX);
-        if desired > self.limit {
-            self.refused = Some(self.refused.map_or(desired, |r| r.max(desired)));
+        // wasmtime calls this with `current` 0 when it creates a memory, so initial sizes
+        // count too.
+        let grow = u64::try_from(desired.saturating_sub(current)).unwrap_or(u64::MAX);
+        let total = self.memory_bytes.saturating_add(grow);
+        if total > self.limit {
+            self.refused = Some(self.refused.map_or(total, |r| r.max(total)));
             return Ok(false);
         }
+        self.memory_bytes = total;
+        self.pending_memory = grow;
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_bytes = self.memory_bytes.saturating_sub(self.pending_memory);
+        self.pending_memory = 0;
+        Ok(())
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // Tables hold function references; a million entries is far beyond any real plugin.
-        Ok(desired <= 1_000_000)
+        let grow = desired.saturating_sub(current);
+        let total = self.table_elements.saturating_add(grow);
+        if total > MAX_TABLE_ELEMENTS {
+            self.refused_table = Some(self.refused_table.map_or(total, |r| r.max(total)));
+            return Ok(false);
+        }
+        self.table_elements = total;
+        self.pending_table = grow;
+        Ok(true)
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.table_elements = self.table_elements.saturating_sub(self.pending_table);
+        self.pending_table = 0;
+        Ok(())
     }
 }
 
@@ -446,10 +519,57 @@ mod tests {
 
     use tokio::io::AsyncWrite;
 
+    use wasmtime::ResourceLimiter;
+
     use super::{
         CapturedOutput, LOG_BYTES_PER_CALL, LOG_LINES_PER_CALL, LogBudget, MAX_DENIED_HOSTS,
-        guest_failure_text, record_denied,
+        MAX_TABLE_ELEMENTS, MemoryLimiter, guest_failure_text, record_denied,
     };
+
+    #[test]
+    fn the_memory_limit_is_on_the_sum_of_all_memories() {
+        const MIB: usize = 1024 * 1024;
+        let mut limiter = MemoryLimiter::new(128 * 1024 * 1024);
+        // Four memories created at 30 MiB each: 120 MiB.
+        for _ in 0..4 {
+            assert!(limiter.memory_growing(0, 30 * MIB, None).unwrap());
+        }
+        assert_eq!(limiter.memory_bytes(), 120 * 1024 * 1024);
+        // One grows by 8 MiB: 128 MiB, at the limit.
+        assert!(limiter.memory_growing(30 * MIB, 38 * MIB, None).unwrap());
+        // Another by one page: refused, and the total it asked for is remembered.
+        assert!(
+            !limiter
+                .memory_growing(30 * MIB, 30 * MIB + 65536, None)
+                .unwrap()
+        );
+        assert_eq!(limiter.refused, Some(128 * 1024 * 1024 + 65536));
+        // A growth the limiter allowed but the memory could not make is given back.
+        let mut limiter = MemoryLimiter::new(128 * 1024 * 1024);
+        assert!(limiter.memory_growing(0, 100 * MIB, None).unwrap());
+        limiter
+            .memory_grow_failed(wasmtime::format_err!("no room"))
+            .unwrap();
+        assert_eq!(limiter.memory_bytes(), 0);
+        assert!(limiter.memory_growing(0, 128 * MIB, None).unwrap());
+    }
+
+    #[test]
+    fn table_elements_are_bounded_over_all_tables() {
+        let mut limiter = MemoryLimiter::new(0);
+        assert!(
+            limiter
+                .table_growing(0, MAX_TABLE_ELEMENTS / 2, None)
+                .unwrap()
+        );
+        assert!(
+            limiter
+                .table_growing(0, MAX_TABLE_ELEMENTS / 2, None)
+                .unwrap()
+        );
+        assert!(!limiter.table_growing(0, 1, None).unwrap());
+        assert_eq!(limiter.refused_table, Some(MAX_TABLE_ELEMENTS + 1));
+    }
 
     #[test]
     fn the_log_budget_stops_at_its_line_limit_and_counts_the_rest() {

@@ -6,13 +6,18 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use hoist_types::{Digest, Hook};
+use wasmtime::component::ResourceTableError;
 use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi_http::FieldMapError;
 
 use crate::bindings::types as wit;
 use crate::call::{CallIdentity, CallOptions};
 use crate::context::{FailureInfo, HookContext, HookOutcome, split_hook_error};
 use crate::error::SandboxError;
-use crate::host::{CapturedOutput, HostState, MAX_LOG_LINE_BYTES, guest_failure_text};
+use crate::host::{
+    CapturedOutput, HostState, MAX_FIELDS_BYTES, MAX_LOG_LINE_BYTES, MAX_RESOURCES_PER_CALL,
+    MAX_TABLE_ELEMENTS, guest_failure_text,
+};
 use crate::plugin::Plugin;
 use crate::sandbox::Sandbox;
 use crate::text::{MAX_MESSAGE_BYTES, bounded_text, loggable_text};
@@ -290,7 +295,13 @@ impl Sandbox {
                 hook,
                 deadline: options.deadline,
             }),
-            Ok(Err((true, e))) => Err(SandboxError::Instantiate(format!("{e:#}"))),
+            Ok(Err((true, e))) => Err(classify_instantiate(
+                hook,
+                &e,
+                &store,
+                &stderr_text,
+                options.deadline,
+            )),
             Ok(Err((false, e))) => Err(classify_trap(
                 hook,
                 &e,
@@ -353,6 +364,82 @@ fn report(
     }
 }
 
+/// Why instantiating failed: a start function (or the initialisation of a core module) that
+/// ran into the deadline, or initial memories and tables beyond the limits, are the call's
+/// limits like in a hook; anything else is an instantiation failure.
+fn classify_instantiate(
+    hook: &'static str,
+    err: &wasmtime::Error,
+    store: &Store<HostState>,
+    stderr: &str,
+    deadline: Duration,
+) -> SandboxError {
+    match limit_hit(hook, err, store, deadline) {
+        Some(limit) => limit,
+        None => match guest_failure_text(stderr) {
+            Some(text) => SandboxError::Instantiate(format!(
+                "{err:#} ({})",
+                bounded_text(&text, MAX_MESSAGE_BYTES)
+            )),
+            None => SandboxError::Instantiate(format!("{err:#}")),
+        },
+    }
+}
+
+/// The call's limit that `err` comes from, if it does: the deadline, the memory limit, the
+/// resource table or table elements.
+fn limit_hit(
+    hook: &'static str,
+    err: &wasmtime::Error,
+    store: &Store<HostState>,
+    deadline: Duration,
+) -> Option<SandboxError> {
+    if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+        return Some(SandboxError::HookDeadline { hook, deadline });
+    }
+    let limiter = &store.data().limiter;
+    if let Some(requested) = limiter.refused {
+        return Some(SandboxError::HookMemoryLimit {
+            hook,
+            limit_bytes: limiter.limit(),
+            requested_bytes: requested,
+        });
+    }
+    if matches!(
+        err.downcast_ref::<ResourceTableError>(),
+        Some(ResourceTableError::Full)
+    ) {
+        return Some(SandboxError::HookResourceLimit {
+            hook,
+            what: format!(
+                "{MAX_RESOURCES_PER_CALL} host resources held at once (handles of HTTP \
+                 requests, header fields, bodies, streams or pollables the plugin did not drop)"
+            ),
+        });
+    }
+    if matches!(
+        err.downcast_ref::<FieldMapError>(),
+        Some(FieldMapError::TotalSizeTooBig | FieldMapError::TooManyFields)
+    ) {
+        return Some(SandboxError::HookResourceLimit {
+            hook,
+            what: format!(
+                "{} KiB of header fields in one `wasi:http/types.fields`",
+                MAX_FIELDS_BYTES / 1024
+            ),
+        });
+    }
+    if let Some(requested) = limiter.refused_table {
+        return Some(SandboxError::HookResourceLimit {
+            hook,
+            what: format!(
+                "{MAX_TABLE_ELEMENTS} table elements in all its tables (asked for {requested})"
+            ),
+        });
+    }
+    None
+}
+
 fn classify_trap(
     hook: &'static str,
     err: &wasmtime::Error,
@@ -360,16 +447,8 @@ fn classify_trap(
     stderr: &str,
     deadline: Duration,
 ) -> SandboxError {
-    if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-        return SandboxError::HookDeadline { hook, deadline };
-    }
-    let limiter = &store.data().limiter;
-    if let Some(requested) = limiter.refused {
-        return SandboxError::HookMemoryLimit {
-            hook,
-            limit_bytes: limiter.limit(),
-            requested_bytes: requested,
-        };
+    if let Some(limit) = limit_hit(hook, err, store, deadline) {
+        return limit;
     }
     let trap = match err.downcast_ref::<Trap>() {
         Some(trap) => trap.to_string(),

@@ -144,8 +144,9 @@ impl Sandbox {
 
     /// Like [`Sandbox::load`], also telling where the compiled code came from.
     ///
-    /// CPU-heavy on a miss (compilation takes tens to hundreds of milliseconds): call it from
-    /// a blocking-friendly context (`tokio::task::spawn_blocking`) in async code.
+    /// CPU-heavy on a miss (compilation takes tens to hundreds of milliseconds, in this
+    /// process or waiting for the worker of [`crate::CompileMode::Worker`]): call it from a
+    /// blocking-friendly context (`tokio::task::spawn_blocking`) in async code.
     pub fn load_with_source(
         &self,
         bytes: &[u8],
@@ -165,8 +166,7 @@ impl Sandbox {
         let (component, source) = if let Some(component) = cached {
             (component, LoadSource::DiskCache)
         } else {
-            let component = Component::new(&self.inner.engine, bytes)
-                .map_err(|e| SandboxError::LoadCompile(format!("{e:#}")))?;
+            let component = crate::compile::compile(&self.inner.engine, &self.inner.config, bytes)?;
             (component, LoadSource::Compiled)
         };
         let plugin = self.verify(&component, &digest, bytes.len())?;
@@ -295,7 +295,7 @@ impl Sandbox {
         let engine = &self.inner.engine;
         let ty = component.component_type();
         let mut export_names = Vec::new();
-        let mut ours: Option<(String, Vec<String>)> = None;
+        let mut ours: Option<(String, String, Vec<String>)> = None;
         let mut other_versions = Vec::new();
         for (name, item) in ty.exports(engine) {
             export_names.push(name.to_string());
@@ -312,12 +312,12 @@ impl Sandbox {
                         .collect(),
                     _ => Vec::new(),
                 };
-                ours = Some((version.to_string(), funcs));
+                ours = Some((name.to_string(), version.to_string(), funcs));
             } else {
                 other_versions.push(version.to_string());
             }
         }
-        let Some((wit_version, exports)) = ours else {
+        let Some((export, wit_version, exports)) = ours else {
             if let Some(found) = other_versions.into_iter().next() {
                 return Err(SandboxError::LoadWitVersion {
                     found: if found.is_empty() {
@@ -335,6 +335,8 @@ impl Sandbox {
             };
             return Err(SandboxError::LoadWrongWorld { exports });
         };
+        crate::exports::check(engine, component, &export)
+            .map_err(SandboxError::LoadExportMismatch)?;
         let instance_pre = self
             .inner
             .linker

@@ -48,9 +48,15 @@ pub struct SandboxArgs {
     /// Directory for precompiled plugins, so a second check or run does not compile again.
     #[arg(long, env = "HOIST_PLUGIN_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
-    /// Memory limit of the plugin instance, in MiB.
+    /// Memory limit of the plugin instance (all its memories together), in MiB.
     #[arg(long, default_value_t = 128)]
     memory_limit_mib: u64,
+    /// CPU time the plugin's compilation may take (in a worker process), in seconds.
+    #[arg(long, default_value_t = 60)]
+    compile_cpu_seconds: u64,
+    /// Address space the plugin's compilation may use (in a worker process), in MiB.
+    #[arg(long, default_value_t = 1024)]
+    compile_memory_mib: u64,
 }
 
 /// Hooks `run` can call.
@@ -146,6 +152,11 @@ fn new_sandbox(args: &SandboxArgs) -> anyhow::Result<Sandbox> {
             .cache_dir
             .as_deref()
             .map(hoist_sandbox::private_cache_dir),
+        // Compiled in a bounded worker process, as `hoist run` does.
+        compile: crate::cli::compile_in_worker(crate::cli::compile_limits(
+            args.compile_cpu_seconds,
+            args.compile_memory_mib,
+        ))?,
         memory_limit_bytes: args.memory_limit_mib.saturating_mul(1024 * 1024),
         max_concurrent_calls: 4,
         ..SandboxConfig::default()
@@ -296,6 +307,8 @@ fn pack(file: &Path, name: &str, namespace: Option<&str>) -> anyhow::Result<()> 
     let sandbox = new_sandbox(&SandboxArgs {
         cache_dir: None,
         memory_limit_mib: 128,
+        compile_cpu_seconds: 60,
+        compile_memory_mib: 1024,
     })?;
     sandbox.load(&bytes).map_err(|e| {
         anyhow::anyhow!(

@@ -46,9 +46,15 @@ pub struct Args {
     /// directory inside it.
     #[arg(long, env = "HOIST_PLUGIN_CACHE_DIR")]
     pub plugin_cache_dir: Option<PathBuf>,
-    /// Largest linear memory of one plugin call, in MiB.
+    /// Most linear memory of one plugin call (all its memories together), in MiB.
     #[arg(long, env = "HOIST_PLUGIN_MEMORY_MIB", default_value_t = 128)]
     pub plugin_memory_mib: u64,
+    /// CPU time a plugin's compilation may take (in a worker process), in seconds.
+    #[arg(long, env = "HOIST_PLUGIN_COMPILE_CPU_SECONDS", default_value_t = 60)]
+    pub plugin_compile_cpu_seconds: u64,
+    /// Address space a plugin's compilation may use (in a worker process), in MiB.
+    #[arg(long, env = "HOIST_PLUGIN_COMPILE_MEMORY_MIB", default_value_t = 1024)]
+    pub plugin_compile_memory_mib: u64,
     /// Compete for a Lease and act only while holding it.
     #[arg(long, env = "HOIST_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
@@ -212,6 +218,12 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
     );
     let sandbox = Sandbox::new(SandboxConfig {
         cache_dir: Some(cache_dir),
+        // Plugins come from ConfigMaps: compile each in a bounded worker process.
+        compile: crate::cli::compile_in_worker(crate::cli::compile_limits(
+            args.plugin_compile_cpu_seconds,
+            args.plugin_compile_memory_mib,
+        ))
+        .map_err(OperatorError::Sandbox)?,
         memory_limit_bytes: args.plugin_memory_mib.saturating_mul(1024 * 1024),
         ..SandboxConfig::default()
     })

@@ -8,6 +8,8 @@
     clippy::panic
 )]
 
+pub mod hostile;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Write;
