@@ -183,28 +183,45 @@ fn compile_bomb() -> Vec<u8> {
 }
 
 #[test]
-fn check_refuses_a_compile_bomb_at_its_cpu_limit() {
+fn check_refuses_a_compile_bomb_at_its_limits() {
     let dir = scratch();
     let bomb = dir.join("bomb.wasm");
     std::fs::write(&bomb, compile_bomb()).unwrap();
-    let started = std::time::Instant::now();
-    let out = hoist(&[
-        "plugin",
-        "check",
-        "--compile-cpu-seconds",
-        "2",
-        bomb.to_str().unwrap(),
-    ]);
-    let took = started.elapsed();
-    let stderr = text(&out.stderr);
-    eprintln!("compile bomb refused by `hoist plugin check` after {took:?}: {stderr}");
-    assert!(!out.status.success(), "the bomb passed the check");
-    assert!(
-        stderr.contains("PluginInvalid") && stderr.contains("CPU-time limit of 2 s"),
-        "{stderr}"
-    );
-    // A generous bound: the compilation is stopped, not finished (that takes minutes).
-    assert!(took < std::time::Duration::from_mins(1), "took {took:?}");
+    let bomb = bomb.to_str().unwrap();
+    // With the default address space (1 GiB) the memory bound is hit first; with room to
+    // spare, the CPU-time bound.
+    let cases: [(&[&str], &str); 2] = [
+        (&["plugin", "check", bomb], "memory limit of 1024 MiB"),
+        (
+            &[
+                "plugin",
+                "check",
+                "--compile-cpu-seconds",
+                "2",
+                "--compile-memory-mib",
+                "8192",
+                bomb,
+            ],
+            "CPU-time limit of 2 s",
+        ),
+    ];
+    for (args, bound) in cases {
+        let started = std::time::Instant::now();
+        let out = hoist(args);
+        let took = started.elapsed();
+        let stderr = text(&out.stderr);
+        eprintln!(
+            "compile bomb refused by `hoist {}` after {took:?}: {stderr}",
+            args.join(" ")
+        );
+        assert!(!out.status.success(), "the bomb passed the check");
+        assert!(
+            stderr.contains("PluginInvalid") && stderr.contains(bound),
+            "{stderr}"
+        );
+        // A generous bound: the compilation is stopped, not finished (that takes minutes).
+        assert!(took < std::time::Duration::from_mins(1), "took {took:?}");
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -81,9 +81,10 @@ impl CompileWorker {
 
 /// Bounds of one compilation in a [`CompileWorker`].
 ///
-/// The defaults are far above what real plugins need: compiling `trino-drain` (a 250 KiB
-/// component) takes well under a second of CPU time and about 100 MiB of address space in
-/// the worker (see the crate's `hostile` tests for the measurement).
+/// The defaults are far above what real plugins need: the worker compiles `trino-drain` (a
+/// 237 KB component) in 0.35 s of CPU time at 37 MiB resident, and still does with 96 MiB
+/// of address space; a compile bomb of 7 MiB reaches 1 GiB of address space within about
+/// 1.5 s and keeps compiling for minutes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompileLimits {
     /// CPU time of the worker (`RLIMIT_CPU`), in seconds. The worker compiles on one thread,
