@@ -74,7 +74,7 @@ fn check_prints_digest_exports_and_wit_version() {
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     let digest = hex::encode(Sha256::digest(std::fs::read(&file).unwrap()));
     assert!(stdout.contains(&format!("sha256:  {digest}")), "{stdout}");
-    assert!(stdout.contains("wit:     hoist:hooks@0.1.0"), "{stdout}");
+    assert!(stdout.contains("wit:     hoist:hooks@0.1.1"), "{stdout}");
     assert!(
         stdout.contains("exports: pre-scale, post-scale, on-failure, validate-config"),
         "{stdout}"

@@ -100,9 +100,18 @@ fn dispatch_ratio() {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).unwrap();
     // The log import, as a dynamically typed no-op (the noop plugin never logs).
     linker
-        .instance("hoist:hooks/log@0.1.0")
+        .instance("hoist:hooks/log@0.1.1")
         .unwrap()
         .func_new("log", |_, _, _, _| Ok(()))
+        .unwrap();
+    // The secrets import (a plugin that reads none may not import it): always none.
+    linker
+        .instance("hoist:hooks/secrets@0.1.1")
+        .unwrap()
+        .func_new("get", |_, _, _, results| {
+            results[0] = wasmtime::component::Val::Option(None);
+            Ok(())
+        })
         .unwrap();
     let pre = linker.instantiate_pre(&component).unwrap();
     let floor = || {
@@ -118,7 +127,7 @@ fn dispatch_ratio() {
             store.set_epoch_deadline(1_000_000);
             let instance = pre.instantiate_async(&mut store).await.unwrap();
             let iface = instance
-                .get_export_index(&mut store, None, "hoist:hooks/hooks@0.1.0")
+                .get_export_index(&mut store, None, "hoist:hooks/hooks@0.1.1")
                 .unwrap();
             let func = instance
                 .get_export_index(&mut store, Some(&iface), "validate-config")

@@ -1,6 +1,7 @@
 //! The allow-list of hosts a hook call may send HTTP requests to.
 
 use std::fmt;
+use std::net::IpAddr;
 
 /// Hosts a call may reach. Entries are `host` (any port) or `host:port` (that port only);
 /// IPv6 addresses are written bare (`::1`) or bracketed (`[::1]:8080`). Matching is exact
@@ -51,10 +52,22 @@ impl AllowList {
     }
 
     /// Whether a request to `host` on `port` is allowed (`host` as in a URI authority, IPv6
-    /// with or without brackets).
+    /// with or without brackets). IP addresses match in their canonical form
+    /// (`::ffff:10.0.0.1` is `10.0.0.1`); other spellings (`10.1`) match only themselves,
+    /// and [`crate::Egress`] refuses them before asking.
     pub fn allows(&self, host: &str, port: u16) -> bool {
         let host = normalize_host(host);
         self.entries.iter().any(|e| e.matches(&host, port))
+    }
+
+    /// Whether an entry is the address `ip` itself (not a name resolving to it) and allows
+    /// `port`.
+    pub(crate) fn names_ip(&self, ip: IpAddr, port: u16) -> bool {
+        self.entries.iter().any(|e| {
+            !e.subdomains
+                && e.port.is_none_or(|p| p == port)
+                && e.host.parse::<IpAddr>().is_ok_and(|h| h == ip)
+        })
     }
 }
 
@@ -83,10 +96,15 @@ impl fmt::Display for AllowList {
 }
 
 fn normalize_host(host: &str) -> String {
-    host.trim_start_matches('[')
+    let host = host
+        .trim_start_matches('[')
         .trim_end_matches(']')
         .trim_end_matches('.')
-        .to_ascii_lowercase()
+        .to_ascii_lowercase();
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.to_canonical().to_string(),
+        Err(_) => host,
+    }
 }
 
 fn parse_entry(raw: &str) -> Option<Entry> {
@@ -151,6 +169,13 @@ mod tests {
         assert!(list.allows("[::1]", 9000));
         assert!(!list.allows("::1", 9001));
         assert!(list.allows("fe80::1", 443));
+        assert!(list.allows("[::ffff:127.0.1.2]", 8080));
+        let mapped = AllowList::new(["::ffff:10.0.0.1", "[0:0::1]:80"]);
+        assert!(mapped.allows("10.0.0.1", 1));
+        assert!(mapped.allows("::1", 80));
+        assert!(mapped.names_ip("10.0.0.1".parse().unwrap(), 1));
+        assert!(!mapped.names_ip("10.0.0.2".parse().unwrap(), 1));
+        assert!(!mapped.names_ip("::1".parse().unwrap(), 81));
     }
 
     #[test]

@@ -17,4 +17,4 @@ wasmtime::component::bindgen!({
     require_store_data_send: true,
 });
 
-pub use self::hoist::hooks::{log, types};
+pub use self::hoist::hooks::{log, secrets, types};

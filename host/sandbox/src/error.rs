@@ -100,14 +100,21 @@ pub enum SandboxError {
         requested_bytes: u64,
     },
 
-    /// The hook failed after the sandbox refused an outgoing request to a host not on the
-    /// allow-list.
-    #[error("{hook} failed after a request to a host not on the allow-list ({hosts}): {message}")]
+    /// The hook failed after the sandbox refused an outgoing request: a host not on the
+    /// Scaler's allow-list, not granted by the cluster policy, a forbidden address, a
+    /// non-canonical spelling. `hosts` lists the refused requests as `authority (reason)`,
+    /// at most 8 of at most 256 bytes each, joined by `, `.
+    #[error("{hook} failed after the sandbox refused an outgoing request ({hosts}): {message}")]
     HookRequestDenied {
         hook: &'static str,
         hosts: String,
         message: String,
     },
+
+    /// TLS settings (CA bundle, client certificate or key) cannot be used; the text names
+    /// what is wrong and never quotes the PEM.
+    #[error("cannot use the TLS settings: {0}")]
+    TlsSetup(String),
 
     /// The hook's result could not be used (for example an in-progress state that is too big).
     #[error("{hook} returned an unusable result: {message}")]
@@ -136,6 +143,7 @@ impl SandboxError {
             SandboxError::HookMemoryLimit { .. } => "HookMemoryLimit",
             SandboxError::HookRequestDenied { .. } => "HookRequestDenied",
             SandboxError::HookResult { .. } => "HookResult",
+            SandboxError::TlsSetup(_) => "TlsSetup",
         }
     }
 

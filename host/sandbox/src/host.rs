@@ -12,9 +12,10 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::allow::AllowList;
-use crate::bindings::{log, types};
-use crate::call::CallIdentity;
+use crate::bindings::{log, secrets, types};
+use crate::call::{CallIdentity, CallOptions};
+use crate::outgoing::Outgoing;
+use crate::secrets::HookSecrets;
 use crate::text::{bounded_text, loggable_text};
 
 /// Longest guest log message written, in bytes, after escaping (see [`crate::loggable_text`]);
@@ -30,11 +31,12 @@ pub const LOG_LINES_PER_CALL: usize = 200;
 /// beyond, lines are dropped like beyond [`LOG_LINES_PER_CALL`].
 pub const LOG_BYTES_PER_CALL: usize = 64 * 1024;
 
-/// Most distinct refused hosts a call remembers (and warns about, once each).
+/// Most distinct refused requests (authority and reason) a call remembers, and warns about
+/// once each.
 const MAX_DENIED_HOSTS: usize = 8;
 
-/// Longest refused authority kept, in bytes.
-const MAX_DENIED_HOST_BYTES: usize = 256;
+/// Longest refused request (`authority (reason)`) kept, in bytes.
+pub(crate) const MAX_DENIED_HOST_BYTES: usize = 256;
 
 /// The `T` of every `Store<T>`: one per hook call.
 pub(crate) struct HostState {
@@ -47,6 +49,8 @@ pub(crate) struct HostState {
     pub(crate) identity: Arc<CallIdentity>,
     pub(crate) hook: &'static str,
     pub(crate) digest: Digest,
+    /// What `secrets.get` answers; also redacted from guest log lines.
+    pub(crate) secrets: HookSecrets,
 }
 
 impl HostState {
@@ -54,7 +58,7 @@ impl HostState {
         identity: Arc<CallIdentity>,
         hook: &'static str,
         digest: Digest,
-        allow: AllowList,
+        options: &CallOptions,
         memory_limit: u64,
         stderr: CapturedOutput,
     ) -> Self {
@@ -69,15 +73,26 @@ impl HostState {
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }));
         let denied = Arc::new(Mutex::new(Vec::new()));
+        let outgoing = Outgoing::new(
+            options.egress(),
+            options.limits,
+            options
+                .connection_limit
+                .as_ref()
+                .map(crate::egress::ConnectionLimit::semaphore),
+            tokio::time::Instant::now() + options.deadline,
+            denied.clone(),
+            identity.clone(),
+            hook,
+            options.secrets.clone(),
+        );
         HostState {
             wasi: builder.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             policy: HttpPolicy {
-                allow,
+                outgoing: Arc::new(outgoing),
                 denied,
-                identity: identity.clone(),
-                hook,
             },
             limiter: MemoryLimiter {
                 limit: memory_limit,
@@ -87,6 +102,7 @@ impl HostState {
             identity,
             hook,
             digest,
+            secrets: options.secrets.clone(),
         }
     }
 }
@@ -112,6 +128,12 @@ impl WasiHttpView for HostState {
 
 impl types::Host for HostState {}
 
+impl secrets::Host for HostState {
+    fn get(&mut self, name: String) -> Option<String> {
+        self.secrets.get(&name).map(ToString::to_string)
+    }
+}
+
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) {
         const TARGET: &str = "hoist::plugin";
@@ -131,7 +153,7 @@ impl log::Host for HostState {
             return;
         }
         let message_len = message.len();
-        let message = loggable_text(&message, MAX_LOG_LINE_BYTES);
+        let message = loggable_text(&self.secrets.redact(&message), MAX_LOG_LINE_BYTES);
         if !self.log_budget.admit(message.len()) {
             self.log_budget.drop_line(message_len);
             return;
@@ -232,13 +254,12 @@ impl LogBudget {
     }
 }
 
-/// Decides which outgoing requests leave the sandbox.
+/// Sends the guest's outgoing requests through [`Outgoing`] (never wasmtime-wasi-http's
+/// default sender).
 pub(crate) struct HttpPolicy {
-    allow: AllowList,
-    /// Authorities refused during this call.
+    outgoing: Arc<Outgoing>,
+    /// Requests refused during this call, `authority (reason)`.
     pub(crate) denied: Arc<Mutex<Vec<String>>>,
-    identity: Arc<CallIdentity>,
-    hook: &'static str,
 }
 
 type SendFuture = Box<
@@ -261,53 +282,14 @@ impl WasiHttpHooks for HttpPolicy {
         fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> SendFuture {
         drop(fut);
-        let uri = request.uri();
-        let host = uri.host().unwrap_or_default().to_string();
-        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        if host.is_empty() || !self.allow.allows(&host, port) {
-            let authority = uri
-                .authority()
-                .map_or_else(|| host.clone(), ToString::to_string);
-            let new = record_denied(
-                &mut self.denied.lock().unwrap_or_else(PoisonError::into_inner),
-                &authority,
-            );
-            if !new {
-                // Refused all the same, without a warning: a call warns once for each of
-                // its first MAX_DENIED_HOSTS refused hosts, so a guest retrying in a loop
-                // cannot flood the log.
-                return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-            }
-            let authority = loggable_text(&authority, MAX_DENIED_HOST_BYTES);
-            let id = &self.identity;
-            tracing::warn!(
-                target: "hoist::plugin",
-                namespace = %id.namespace,
-                scaler = %id.scaler,
-                hook = self.hook,
-                operation = %id.operation,
-                attempt = id.attempt,
-                host = %authority,
-                allowed = %self.allow,
-                "plugin request denied: host not on the allow-list"
-            );
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
+        let outgoing = self.outgoing.clone();
+        Box::new(outgoing.send(request, options))
     }
 }
 
-/// Remember a refused authority (cut to [`MAX_DENIED_HOST_BYTES`]) unless it is known or
-/// [`MAX_DENIED_HOSTS`] are; whether it was new.
-fn record_denied(denied: &mut Vec<String>, authority: &str) -> bool {
+/// Remember a refused request (`authority (reason)`, cut to [`MAX_DENIED_HOST_BYTES`])
+/// unless it is known or [`MAX_DENIED_HOSTS`] are; whether it was new.
+pub(crate) fn record_denied(denied: &mut Vec<String>, authority: &str) -> bool {
     let authority = bounded_text(authority, MAX_DENIED_HOST_BYTES);
     if denied.len() >= MAX_DENIED_HOSTS || denied.contains(&authority) {
         return false;

@@ -15,6 +15,7 @@ use crate::error::SandboxError;
 use crate::host::{CapturedOutput, HostState, MAX_LOG_LINE_BYTES, guest_failure_text};
 use crate::plugin::Plugin;
 use crate::sandbox::Sandbox;
+use crate::secrets::HookSecrets;
 use crate::text::{MAX_MESSAGE_BYTES, bounded_text, loggable_text};
 
 /// A boxed future, so that [`HookRunner`] stays object-safe (`Arc<dyn HookRunner>`).
@@ -227,7 +228,7 @@ impl Sandbox {
             identity.clone(),
             hook,
             plugin.digest.clone(),
-            options.allowed_hosts.clone(),
+            options,
             inner.config.memory_limit_bytes,
             stderr.clone(),
         );
@@ -279,13 +280,13 @@ impl Sandbox {
         };
         let started = Instant::now();
         let result = tokio::time::timeout(options.deadline, call).await;
-        let stderr_text = stderr.contents();
+        let stderr_text = options.secrets.redact(&stderr.contents()).into_owned();
         let denied_hosts = denied
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let outcome = match result {
-            Ok(Ok(answer)) => Ok((answer, denied_hosts)),
+            Ok(Ok(answer)) => Ok((redact_answer(answer, &options.secrets), denied_hosts)),
             Err(_elapsed) => Err(SandboxError::HookDeadline {
                 hook,
                 deadline: options.deadline,
@@ -312,6 +313,33 @@ impl Sandbox {
             started,
         );
         outcome
+    }
+}
+
+/// The answer with every secret value in its messages replaced (the in-progress state is
+/// the plugin's own and stays as it is).
+fn redact_answer(answer: Answer, secrets: &HookSecrets) -> Answer {
+    if secrets.is_empty() {
+        return answer;
+    }
+    let text = |m: String| secrets.redact(&m).into_owned();
+    let error = |e: wit::HookError| match e {
+        wit::HookError::InvalidConfig(m) => wit::HookError::InvalidConfig(text(m)),
+        wit::HookError::Remote(m) => wit::HookError::Remote(text(m)),
+        wit::HookError::Other(m) => wit::HookError::Other(text(m)),
+    };
+    match answer {
+        Answer::Outcome(Ok(wit::Outcome::Done(m))) => {
+            Answer::Outcome(Ok(wit::Outcome::Done(text(m))))
+        }
+        Answer::Outcome(Ok(wit::Outcome::InProgress(mut p))) => {
+            p.message = text(p.message);
+            Answer::Outcome(Ok(wit::Outcome::InProgress(p)))
+        }
+        Answer::Outcome(Err(e)) => Answer::Outcome(Err(error(e))),
+        Answer::Unit(Err(e)) => Answer::Unit(Err(error(e))),
+        Answer::Validate(Err(m)) => Answer::Validate(Err(text(m))),
+        other => other,
     }
 }
 

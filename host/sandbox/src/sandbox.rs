@@ -106,6 +106,11 @@ impl Sandbox {
             |s| s,
         )
         .map_err(setup)?;
+        bindings::secrets::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(setup)?;
         let cache = match &config.cache_dir {
             Some(dir) => Some(DiskCache::open(dir, &engine)?),
             None => None,
@@ -303,7 +308,7 @@ impl Sandbox {
             if iface != HOOKS_INTERFACE {
                 continue;
             }
-            if version == WIT_VERSION {
+            if crate::supports_wit_version(version) {
                 let funcs = match item.ty {
                     ComponentItem::ComponentInstance(inst) => inst
                         .exports(engine)

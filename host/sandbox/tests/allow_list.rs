@@ -45,7 +45,10 @@ async fn a_host_off_the_list_is_denied_and_logged_and_one_on_it_is_reached() {
     let err = sb.pre_scale(&plugin, &ctx, &denied).await.unwrap_err();
     match &err {
         SandboxError::HookRequestDenied { hosts, message, .. } => {
-            assert_eq!(hosts, &format!("127.0.3.1:{port}"));
+            assert_eq!(
+                hosts,
+                &format!("127.0.3.1:{port} (not on the Scaler's allowedHosts)")
+            );
             assert!(
                 message.contains("denied"),
                 "the guest saw the denial: {message}"
@@ -60,7 +63,7 @@ async fn a_host_off_the_list_is_denied_and_logged_and_one_on_it_is_reached() {
     );
     let text = common::Logs::text();
     assert!(
-        text.contains("plugin request denied: host not on the allow-list"),
+        text.contains("plugin request denied: not on the Scaler's allowedHosts"),
         "{text}"
     );
     assert!(

@@ -77,7 +77,7 @@ fn a_plugin_is_verified_and_deduplicated_by_digest() {
     assert_eq!(source_b, LoadSource::Memory);
     assert!(Arc::ptr_eq(&a, &b));
     assert_eq!(a.digest(), &Digest::of(&bytes));
-    assert_eq!(a.wit_version(), "0.1.0");
+    assert_eq!(a.wit_version(), hoist_sandbox::WIT_VERSION);
     assert_eq!(
         a.exports(),
         ["pre-scale", "post-scale", "on-failure", "validate-config"]

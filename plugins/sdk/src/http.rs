@@ -1,8 +1,13 @@
 //! Blocking HTTP client over `wasi:http/outgoing-handler`.
 //!
 //! The host lets a request through only when its host (or `host:port`) is on the Scaler's
-//! allow-list; any other is refused with [`HttpError::Denied`]. The whole hook call also has a
-//! deadline, so set per-request timeouts shorter than it.
+//! allow-list and its address is granted by the cluster's policy; any other is refused with
+//! [`HttpError::Denied`] (the host records why, and the operator reports it in the Scaler's
+//! events). Write hosts canonically: `10.0.0.1`, `[fd00::1]`, `name.ns.svc`; spellings such
+//! as `10.1` or `user@host` are refused. `https` uses the TLS settings the Scaler gives the
+//! host (its CA bundle, its client certificate). Redirects are answers like any other (3xx):
+//! the host does not follow them. A call has at most 16 requests in flight. The whole hook call
+//! also has a deadline, so set per-request timeouts shorter than it.
 
 use std::fmt;
 use std::time::Duration;
@@ -23,7 +28,8 @@ const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 pub enum HttpError {
     /// The URL could not be understood.
     InvalidUrl { url: String, reason: String },
-    /// The host refused the request: its host is not on the Scaler's allow-list.
+    /// The host refused the request: its host is not on the Scaler's allow-list, not
+    /// granted by the cluster's policy, or a forbidden address.
     Denied { url: String },
     /// The request could not be built (bad header, bad method).
     InvalidRequest { url: String, reason: String },
@@ -46,7 +52,8 @@ impl fmt::Display for HttpError {
             HttpError::Denied { url } => {
                 write!(
                     f,
-                    "request to {url} denied: host not on the Scaler's allow-list"
+                    "request to {url} denied by the sandbox (the host, its address or its \
+                     spelling is not allowed; the operator's events say why)"
                 )
             }
             HttpError::InvalidRequest { url, reason } => {
@@ -417,6 +424,16 @@ fn describe_code(code: &ErrorCode) -> String {
         ErrorCode::HttpResponseTimeout => "timed out waiting for the response".into(),
         ErrorCode::TlsProtocolError => "TLS protocol error".into(),
         ErrorCode::TlsCertificateError => "TLS certificate error".into(),
+        ErrorCode::TlsAlertReceived(alert) => match &alert.alert_message {
+            Some(message) => format!("TLS alert: {message}"),
+            None => format!("TLS alert {:?}", alert.alert_id),
+        },
+        ErrorCode::ConnectionLimitReached => {
+            "too many requests in flight in this call (the host allows 16)".into()
+        }
+        ErrorCode::HttpRequestBodySize(_) => "request body too large for the host".into(),
+        ErrorCode::HttpResponseHeaderSectionSize(_) => "response headers too large".into(),
+        ErrorCode::InternalError(Some(message)) => message.clone(),
         other => format!("{other:?}"),
     }
 }

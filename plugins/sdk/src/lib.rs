@@ -20,7 +20,8 @@
 //! ```
 //!
 //! Helpers: [`http`] (blocking HTTP over `wasi:http`, only to hosts the Scaler allows),
-//! [`config::parse`] (the plugin's JSON config, with errors naming the field), [`log`].
+//! [`config::parse`] (the plugin's JSON config, with errors naming the field), [`log`],
+//! [`secret`] (credentials the operator hands the call).
 
 pub mod config;
 pub mod http;
@@ -49,8 +50,18 @@ pub use bindings::hoist::hooks::types::{
     Direction, Failure, HookError, Outcome, Pod, Progress, ScaleContext, Stage, TargetRef,
 };
 
-/// The version of the `hoist:hooks` WIT package this SDK builds plugins for.
-pub const WIT_VERSION: &str = "0.1.0";
+/// The version of the `hoist:hooks` WIT package this SDK builds plugins for. A plugin built
+/// with it needs an operator of `hoist:hooks@0.1.1` or later 0.1.x (it imports `secrets`).
+pub const WIT_VERSION: &str = "0.1.1";
+
+/// The secret handed to this call under `name` (the Scaler's hook configuration says which
+/// Kubernetes Secret keys are handed, and under which names). `None` when there is none.
+///
+/// Never log a secret or put it in a message: the host replaces values it finds verbatim in
+/// log lines and messages by `[redacted]`, but only verbatim ones.
+pub fn secret(name: &str) -> Option<String> {
+    bindings::hoist::hooks::secrets::get(name)
+}
 
 /// A hook plugin: implement the hooks you need; the others have sensible defaults.
 ///

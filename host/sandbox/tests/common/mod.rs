@@ -17,6 +17,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use hoist_sandbox::rustls;
 use hoist_sandbox::{
     AllowList, CallIdentity, CallOptions, Direction, HookContext, PodInfo, Sandbox, SandboxConfig,
     TargetRef,
@@ -136,8 +137,18 @@ pub struct Seen {
 pub type Handler = Arc<dyn Fn(&Seen) -> (u16, String) + Send + Sync>;
 
 /// Serve `handler` on each of `ips`, all on the same port (found by binding the first on port
-/// 0). Returns the port. Servers run until the runtime ends.
+/// 0). Returns the port. Servers run until the runtime ends. A 3xx answer's body is sent as
+/// its `location` header (and as its body).
 pub async fn serve(ips: &[&str], handler: Handler) -> u16 {
+    serve_on(ips, handler, None).await
+}
+
+/// [`serve`] over TLS with `tls` (see [`Pki::server_config`]).
+pub async fn serve_tls(ips: &[&str], handler: Handler, tls: Arc<rustls::ServerConfig>) -> u16 {
+    serve_on(ips, handler, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+}
+
+async fn serve_on(ips: &[&str], handler: Handler, tls: Option<tokio_rustls::TlsAcceptor>) -> u16 {
     'attempt: for _ in 0..20 {
         let first: IpAddr = ips[0].parse().unwrap();
         let l0 = tokio::net::TcpListener::bind((first, 0)).await.unwrap();
@@ -152,6 +163,7 @@ pub async fn serve(ips: &[&str], handler: Handler) -> u16 {
         }
         for listener in listeners {
             let handler = handler.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
@@ -159,53 +171,18 @@ pub async fn serve(ips: &[&str], handler: Handler) -> u16 {
                     };
                     let local = stream.local_addr().unwrap();
                     let handler = handler.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        let service = hyper::service::service_fn(
-                            move |req: hyper::Request<hyper::body::Incoming>| {
-                                let handler = handler.clone();
-                                async move {
-                                    let method = req.method().to_string();
-                                    let path = req
-                                        .uri()
-                                        .path_and_query()
-                                        .map(ToString::to_string)
-                                        .unwrap_or_default();
-                                    let headers = req
-                                        .headers()
-                                        .iter()
-                                        .map(|(k, v)| {
-                                            (
-                                                k.as_str().to_string(),
-                                                v.to_str().unwrap_or("").to_string(),
-                                            )
-                                        })
-                                        .collect();
-                                    let body = req
-                                        .into_body()
-                                        .collect()
-                                        .await
-                                        .map(http_body_util::Collected::to_bytes)
-                                        .unwrap_or_default();
-                                    let seen = Seen {
-                                        local,
-                                        method,
-                                        path,
-                                        headers,
-                                        body: String::from_utf8_lossy(&body).into_owned(),
-                                    };
-                                    let (status, body) = handler(&seen);
-                                    let response = hyper::Response::builder()
-                                        .status(status)
-                                        .header("content-type", "application/json")
-                                        .body(Full::new(Bytes::from(body)))
-                                        .unwrap();
-                                    Ok::<_, Infallible>(response)
+                        match tls {
+                            // A failed handshake (no client certificate, an untrusted
+                            // server) ends the connection, as a real server does.
+                            Some(acceptor) => {
+                                if let Ok(stream) = acceptor.accept(stream).await {
+                                    serve_connection(stream, local, handler).await;
                                 }
-                            },
-                        );
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                            }
+                            None => serve_connection(stream, local, handler).await,
+                        }
                     });
                 }
             });
@@ -213,6 +190,154 @@ pub async fn serve(ips: &[&str], handler: Handler) -> u16 {
         return port;
     }
     panic!("could not bind {ips:?} on one common port");
+}
+
+async fn serve_connection<S>(stream: S, local: SocketAddr, handler: Handler)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let handler = handler.clone();
+        async move {
+            let method = req.method().to_string();
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let headers = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(http_body_util::Collected::to_bytes)
+                .unwrap_or_default();
+            let seen = Seen {
+                local,
+                method,
+                path,
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            };
+            let (status, body) = handler(&seen);
+            let mut response = hyper::Response::builder()
+                .status(status)
+                .header("content-type", "application/json");
+            if (300..400).contains(&status) {
+                response = response.header("location", body.as_str());
+            }
+            let response = response.body(Full::new(Bytes::from(body))).unwrap();
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+/// A test PKI made with rcgen: a CA, a server certificate for some IPs and names, and a
+/// client certificate, all signed by the CA; every field is PEM text.
+pub struct Pki {
+    pub ca: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub client_cert: String,
+    pub client_key: String,
+}
+
+impl Pki {
+    /// A fresh CA (named `name`), a server certificate for `ips` and `names`, a client one.
+    pub fn new(name: &str, ips: &[&str], names: &[&str]) -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose, SanType,
+        };
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, name);
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+
+        let server_key = KeyPair::generate().unwrap();
+        let mut server =
+            CertificateParams::new(names.iter().map(ToString::to_string).collect::<Vec<_>>())
+                .unwrap();
+        for ip in ips {
+            server
+                .subject_alt_names
+                .push(SanType::IpAddress(ip.parse().unwrap()));
+        }
+        server.distinguished_name.push(DnType::CommonName, "server");
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_cert = server.signed_by(&server_key, &issuer).unwrap();
+
+        let client_key = KeyPair::generate().unwrap();
+        let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client.distinguished_name.push(DnType::CommonName, "hoist");
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_cert = client.signed_by(&client_key, &issuer).unwrap();
+
+        Pki {
+            ca: ca_cert.pem(),
+            server_cert: server_cert.pem(),
+            server_key: server_key.serialize_pem(),
+            client_cert: client_cert.pem(),
+            client_key: client_key.serialize_pem(),
+        }
+    }
+
+    /// A server configuration with this PKI's server certificate, requiring a client
+    /// certificate signed by its CA when `require_client_cert`.
+    pub fn server_config(&self, require_client_cert: bool) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if require_client_cert {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(CertificateDer::from_pem_slice(self.ca.as_bytes()).unwrap())
+                .unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut config = builder
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(self.server_cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(self.server_key.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+
+    /// The hook's TLS settings: this CA, and the client certificate when `client_cert`.
+    pub fn tls_settings(&self, client_cert: bool) -> hoist_sandbox::TlsSettings {
+        hoist_sandbox::TlsSettings {
+            ca_bundle_pem: Some(self.ca.clone().into_bytes()),
+            client_cert_pem: client_cert.then(|| self.client_cert.clone().into_bytes()),
+            client_key_pem: client_cert.then(|| self.client_key.clone().into_bytes()),
+        }
+    }
 }
 
 /// Captured log output of this test process.
