@@ -252,3 +252,73 @@ async fn on_failure_reconnects_disconnected_nodes() {
         ["DISCONNECTING b", "OFFLOADING b", "CONNECTING b"]
     );
 }
+
+#[tokio::test]
+async fn decommissions_over_mutual_tls_with_credentials_from_secrets() {
+    common::Logs::capture();
+    let ips = ["127.0.2.21", "127.0.2.22"];
+    let cluster = Arc::new(Mutex::new(Cluster {
+        nodes: vec![
+            Node {
+                id: "a".into(),
+                address: ips[0].into(),
+                status: "CONNECTED".into(),
+                ticks: 0,
+            },
+            Node {
+                id: "b".into(),
+                address: ips[1].into(),
+                status: "CONNECTED".into(),
+                ticks: 0,
+            },
+        ],
+        events: Vec::new(),
+        refused: Vec::new(),
+    }));
+    // NiFi's own CA, a server certificate for the pod IP, client certificates required.
+    let pki = common::Pki::new("nifi CA", &ips[..1], &["nifi-0.nifi-headless.data.svc"]);
+    let port = common::serve_tls(&ips[..1], nifi(cluster.clone()), pki.server_config(true)).await;
+    let all = vec![pod("nifi-0", 0, ips[0]), pod("nifi-1", 1, ips[1])];
+    // No credentials in the config: only the names of the secrets holding them.
+    let config = format!(
+        r#"{{"port": {port}, "credentials": {{"usernameSecret": "username", "passwordSecret": "password"}}, "pollIntervalMs": 100}}"#
+    );
+    let mut ctx = scale_down(all, 1, &config);
+    let secrets = hoist_sandbox::HookSecrets::new()
+        .with("username", "admin")
+        .with("password", "s3cr=t");
+    let opts = options(Duration::from_secs(10), &[format!("{}:{port}", ips[0])])
+        .with_tls(pki.tls_settings(true).client_config().unwrap())
+        .with_secrets(secrets.clone());
+    let sb = sandbox();
+    let plugin = sb.load(&plugin_bytes("nifi-decommission")).unwrap();
+    sb.validate_config(&plugin, &config, &opts).await.unwrap();
+    let done = loop {
+        assert!(ctx.attempt < 20, "{:?}", cluster.lock().unwrap().events);
+        match sb.pre_scale(&plugin, &ctx, &opts).await.unwrap() {
+            HookOutcome::InProgress { state, .. } => {
+                ctx.saved_state = Some(state);
+                ctx.attempt += 1;
+            }
+            HookOutcome::Done { message } => break message,
+        }
+    };
+    assert_eq!(done, "1 node(s) disconnected, offloaded and deleted");
+    assert_eq!(
+        cluster.lock().unwrap().events,
+        ["DISCONNECTING b", "OFFLOADING b", "DELETE b"]
+    );
+
+    // Without the secrets the plugin says which one is missing; nothing is sent.
+    let without = options(Duration::from_secs(10), &[format!("{}:{port}", ips[0])])
+        .with_tls(pki.tls_settings(true).client_config().unwrap());
+    ctx.saved_state = None;
+    let err = sb.pre_scale(&plugin, &ctx, &without).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`credentials.usernameSecret`: no secret named \"username\""),
+        "{err}"
+    );
+    // The password never reached the operator's log.
+    assert!(!common::Logs::text().contains("s3cr=t"));
+}

@@ -13,10 +13,17 @@
 //!
 //! `on-failure` reconnects leaving nodes that were disconnected or offloaded but not deleted.
 //!
-//! Config: `{"port": 8443, "scheme": "https", "credentials": {"username": "...", "password":
-//! "..."}, "pollIntervalMs": 5000, "timeoutMs": 3600000, "requestTimeoutMs": 10000}`.
-//! `credentials` is the resolved credentials reference: hoist hands plugins no Kubernetes
-//! access, so the Scaler's config carries them (or leaves them out for an unsecured cluster).
+//! Config: `{"port": 8443, "scheme": "https", "credentials": {"usernameSecret": "username",
+//! "passwordSecret": "password"}, "pollIntervalMs": 5000, "timeoutMs": 3600000,
+//! "requestTimeoutMs": 10000}`.
+//!
+//! `credentials` names the secrets (as the operator hands them to the call, see
+//! `hoist_sdk::secret`) holding NiFi's single-user or LDAP login; leave it out for an
+//! unsecured cluster. `username` / `password` in plain text still work instead of
+//! `usernameSecret` / `passwordSecret`, but are discouraged: the Scaler's config is readable by
+//! everyone who can read the Scaler. With `https` (NiFi's default, at the pod IP on 8443)
+//! the host verifies NiFi's certificate against the CA bundle of the Scaler's TLS settings and
+//! presents its client certificate when one is set (NiFi's mutual TLS).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -26,11 +33,72 @@ use hoist_sdk::{Failure, Hook, HookError, Outcome, Pod, ScaleContext, config, lo
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+/// Where the login comes from: each of the user and the password from a secret (preferred)
+/// or in plain text.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Credentials {
-    username: String,
-    password: String,
+    #[serde(default)]
+    username_secret: Option<String>,
+    #[serde(default)]
+    password_secret: Option<String>,
+    /// Discouraged: plain text in the Scaler.
+    #[serde(default)]
+    username: Option<String>,
+    /// Discouraged: plain text in the Scaler.
+    #[serde(default)]
+    password: Option<String>,
+}
+
+impl Credentials {
+    fn check(&self) -> Result<(), String> {
+        for (plain, secret, name) in [
+            (&self.username, &self.username_secret, "username"),
+            (&self.password, &self.password_secret, "password"),
+        ] {
+            match (plain, secret) {
+                (Some(_), Some(_)) => {
+                    return Err(format!(
+                        "config field `credentials`: give `{name}Secret` or `{name}`, not both"
+                    ));
+                }
+                (None, None) => {
+                    return Err(format!(
+                        "config field `credentials.{name}Secret`: required (the name of the \
+                         secret holding the {name})"
+                    ));
+                }
+                (Some(v), None) | (None, Some(v)) if v.is_empty() => {
+                    return Err(format!(
+                        "config field `credentials.{name}`: must not be empty"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The user and the password, reading the secrets.
+    fn resolve(&self) -> Result<(String, String), HookError> {
+        let one =
+            |plain: &Option<String>, secret: &Option<String>, name: &str| match (plain, secret) {
+                (Some(value), _) => Ok(value.clone()),
+                (None, Some(secret)) => hoist_sdk::secret(secret).ok_or_else(|| {
+                    HookError::InvalidConfig(format!(
+                        "config field `credentials.{name}Secret`: no secret named {secret:?} is \
+                     handed to this call"
+                    ))
+                }),
+                (None, None) => Err(HookError::InvalidConfig(format!(
+                    "config field `credentials.{name}Secret`: required"
+                ))),
+            };
+        Ok((
+            one(&self.username, &self.username_secret, "username")?,
+            one(&self.password, &self.password_secret, "password")?,
+        ))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,10 +140,8 @@ impl Config {
         if config.poll_interval_ms == 0 {
             return Err("config field `pollIntervalMs`: must be positive".into());
         }
-        if let Some(c) = &config.credentials
-            && c.username.is_empty()
-        {
-            return Err("config field `credentials.username`: must not be empty".into());
+        if let Some(c) = &config.credentials {
+            c.check()?;
         }
         Ok(config)
     }
@@ -133,8 +199,9 @@ impl<'a> Nifi<'a> {
             token: None,
         };
         if let Some(creds) = &config.credentials {
+            let (username, password) = creds.resolve()?;
             let response = Request::post(format!("{}/access/token", nifi.base))
-                .form(&[("username", &creds.username), ("password", &creds.password)])
+                .form(&[("username", &username), ("password", &password)])
                 .timeout(nifi.timeout())
                 .send()?
                 .error_for_status()?;
