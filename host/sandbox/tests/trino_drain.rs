@@ -184,3 +184,53 @@ async fn a_worker_that_refuses_is_a_remote_error_and_bad_config_is_rejected() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn password_authentication_from_secrets() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let port = serve(
+        &["127.0.1.91"],
+        Arc::new(move |req: &Seen| {
+            log.lock().unwrap().push((
+                req.headers.get("x-trino-user").cloned(),
+                req.headers.get("authorization").cloned(),
+            ));
+            match req.method.as_str() {
+                "GET" => (200, "\"DRAINED\"".into()),
+                _ => (200, String::new()),
+            }
+        }),
+    )
+    .await;
+    let all = vec![pod("w-0", 0, "127.0.1.90"), pod("w-1", 1, "127.0.1.91")];
+    let config =
+        format!(r#"{{"port": {port}, "userSecret": "user", "passwordSecret": "password"}}"#);
+    let ctx = scale_down(all, 1, &config);
+    let secrets = hoist_sandbox::HookSecrets::new()
+        .with("user", "alice")
+        .with("password", "open sesame");
+    let opts = options(Duration::from_secs(10), &["127.0.1.91".into()]).with_secrets(secrets);
+    let sb = sandbox();
+    let plugin = sb.load(&plugin_bytes("trino-drain")).unwrap();
+    sb.pre_scale(&plugin, &ctx, &opts).await.unwrap();
+    let before = {
+        let seen = seen.lock().unwrap();
+        assert!(!seen.is_empty());
+        // base64("alice:open sesame")
+        for (user, auth) in seen.iter() {
+            assert_eq!(user.as_deref(), Some("alice"));
+            assert_eq!(auth.as_deref(), Some("Basic YWxpY2U6b3BlbiBzZXNhbWU="));
+        }
+        seen.len()
+    };
+    // Without the secret the plugin names it, and sends nothing.
+    let opts = options(Duration::from_secs(10), &["127.0.1.91".into()]);
+    let err = sb.pre_scale(&plugin, &ctx, &opts).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("config field `userSecret`: no secret named \"user\""),
+        "{err}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), before);
+}

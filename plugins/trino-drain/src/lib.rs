@@ -17,7 +17,14 @@
 //!
 //! Config (all optional):
 //! `{"port": 8080, "scheme": "http", "user": "hoist", "userHeader": "X-Trino-User",
+//!   "userSecret": "trino-user", "passwordSecret": "trino-password",
 //!   "pollIntervalMs": 5000, "drainTimeoutMs": 1800000, "requestTimeoutMs": 5000}`
+//!
+//! With Trino's password authentication, `passwordSecret` names the secret (handed by the
+//! operator, see `hoist_sdk::secret`) holding the password: every request then carries
+//! `Authorization: Basic` for the user; `userSecret` takes the user from a secret instead of
+//! `user`. Trino accepts passwords only over `https` (the operator's TLS settings for the
+//! Scaler give the CA that signed the workers' certificates).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -37,6 +44,10 @@ struct Config {
     user: String,
     /// Header carrying the user (Trino's is `X-Trino-User`).
     user_header: String,
+    /// Secret holding the user (instead of `user`).
+    user_secret: Option<String>,
+    /// Secret holding the user's password: requests carry `Authorization: Basic`.
+    password_secret: Option<String>,
     /// Delay between polls while workers drain.
     poll_interval_ms: u64,
     /// Give up (fail the operation) when draining takes longer than this in the stage.
@@ -52,6 +63,8 @@ impl Default for Config {
             scheme: "http".into(),
             user: "hoist".into(),
             user_header: "X-Trino-User".into(),
+            user_secret: None,
+            password_secret: None,
             poll_interval_ms: 5_000,
             drain_timeout_ms: 30 * 60 * 1000,
             request_timeout_ms: 5_000,
@@ -78,6 +91,30 @@ impl Config {
             return Err("config field `pollIntervalMs`: must be positive".into());
         }
         Ok(config)
+    }
+
+    /// A request with the user header and, with `passwordSecret`, basic authentication.
+    fn request(&self, method: &str, ip: &str) -> Result<Request, HookError> {
+        let secret = |field: &str, name: &str| {
+            hoist_sdk::secret(name).ok_or_else(|| {
+                HookError::InvalidConfig(format!(
+                    "config field `{field}`: no secret named {name:?} is handed to this call"
+                ))
+            })
+        };
+        let user = match &self.user_secret {
+            Some(name) => secret("userSecret", name)?,
+            None => self.user.clone(),
+        };
+        let mut request = Request::new(method, self.state_url(ip))
+            .header(&self.user_header, &user)
+            .timeout(Duration::from_millis(self.request_timeout_ms));
+        if let Some(name) = &self.password_secret {
+            let password = secret("passwordSecret", name)?;
+            let credentials = base64(format!("{user}:{password}").as_bytes());
+            request = request.header("authorization", &format!("Basic {credentials}"));
+        }
+        Ok(request)
     }
 
     fn state_url(&self, ip: &str) -> String {
@@ -118,10 +155,33 @@ fn explain(config: &Config, err: HttpError) -> HookError {
     }
 }
 
+/// Standard base64 with padding (for `Authorization: Basic`).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(
+                    ALPHABET[usize::try_from((n >> shift) & 63).unwrap_or(0)],
+                ));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 fn worker_state(config: &Config, ip: &str) -> Result<String, HookError> {
-    let response = Request::get(config.state_url(ip))
-        .header(&config.user_header, &config.user)
-        .timeout(Duration::from_millis(config.request_timeout_ms))
+    let response = config
+        .request("GET", ip)?
         .send()
         .and_then(Response::error_for_status)
         .map_err(|e| explain(config, e))?;
@@ -129,10 +189,9 @@ fn worker_state(config: &Config, ip: &str) -> Result<String, HookError> {
 }
 
 fn set_worker_state(config: &Config, ip: &str, state: &str) -> Result<(), HookError> {
-    Request::put(config.state_url(ip))
-        .header(&config.user_header, &config.user)
+    config
+        .request("PUT", ip)?
         .json(&serde_json::Value::String(state.to_string()))
-        .timeout(Duration::from_millis(config.request_timeout_ms))
         .send()
         .and_then(Response::error_for_status)
         .map_err(|e| explain(config, e))?;
