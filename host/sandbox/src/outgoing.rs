@@ -299,7 +299,7 @@ impl Outgoing {
                 attempt = id.attempt,
                 host = %loggable_text(&shown, MAX_DENIED_HOST_BYTES),
                 allowed = %self.egress.allow_list(),
-                "plugin request refused: {reason}"
+                "plugin request denied: {reason}"
             );
         }
         Error::HttpRequestDenied
@@ -317,7 +317,7 @@ impl Outgoing {
             hook = self.hook,
             operation = %id.operation,
             attempt = id.attempt,
-            "plugin request refused: already {} requests in flight in this call \
+            "plugin request denied: already {} requests in flight in this call \
              (further ones fail with connection-limit-reached)",
             self.limits.max_concurrent_requests
         );

@@ -63,7 +63,7 @@ async fn a_host_off_the_list_is_denied_and_logged_and_one_on_it_is_reached() {
     );
     let text = common::Logs::text();
     assert!(
-        text.contains("plugin request refused: not on the Scaler's allowedHosts"),
+        text.contains("plugin request denied: not on the Scaler's allowedHosts"),
         "{text}"
     );
     assert!(

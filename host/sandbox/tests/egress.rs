@@ -140,7 +140,7 @@ async fn every_other_spelling_is_refused_with_its_reason_and_never_connects() {
     assert_eq!(hits.load(Ordering::SeqCst), 3);
     let text = common::Logs::text();
     assert!(
-        text.contains(&format!("plugin request refused: {non_canonical}"))
+        text.contains(&format!("plugin request denied: {non_canonical}"))
             && text.contains(&format!("host=127.1:{port}")),
         "{text}"
     );
