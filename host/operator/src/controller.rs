@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use hoist_api::HookPolicy;
 use hoist_api::Scaler;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -95,9 +96,117 @@ pub struct Parts {
     pub autoscaling_triggers: mpsc::UnboundedReceiver<ObjectRef<Scaler>>,
     /// Watch the HPAs hoist owns (`hoist run --hpa-mode`).
     pub watch_hpas: bool,
-    /// Told once every store the reconcile reads (Scalers, plugin ConfigMaps, HPAs) has
-    /// listed its objects: until then the replica is not ready.
+    /// Told once every store the reconcile reads (Scalers, plugin ConfigMaps, HPAs,
+    /// `HookPolicies`, Namespaces) has listed its objects: until then the replica is not ready.
     pub caches_synced: tokio::sync::oneshot::Sender<()>,
+    /// The cluster's `HookPolicies` and Namespaces (always cluster-wide: policies are
+    /// cluster-scoped and select namespaces by their labels), and their listed signals.
+    pub policy_watch: PolicyWatch,
+}
+
+/// The writers and listed signals of the stores [`crate::policy::Policies`] reads.
+pub struct PolicyWatch {
+    pub policies: reflector::store::Writer<HookPolicy>,
+    pub namespaces: reflector::store::Writer<Namespace>,
+    pub listed: [tokio::sync::watch::Sender<bool>; 2],
+}
+
+impl std::fmt::Debug for PolicyWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyWatch").finish_non_exhaustive()
+    }
+}
+
+/// The policy stores: the [`crate::policy::Policies`] the reconcile reads, and the
+/// [`PolicyWatch`] the controller fills them with.
+pub fn policy_stores() -> (crate::policy::Policies, PolicyWatch) {
+    let (policies, policy_writer) = reflector::store::<HookPolicy>();
+    let (namespaces, namespace_writer) = reflector::store::<Namespace>();
+    let (policies_listed, policies_rx) = tokio::sync::watch::channel(false);
+    let (namespaces_listed, namespaces_rx) = tokio::sync::watch::channel(false);
+    (
+        crate::policy::Policies::new(policies, namespaces, [policies_rx, namespaces_rx]),
+        PolicyWatch {
+            policies: policy_writer,
+            namespaces: namespace_writer,
+            listed: [policies_listed, namespaces_listed],
+        },
+    )
+}
+
+/// Watches `HookPolicies` and Namespaces into the policy stores. A policy that appears, changes
+/// or goes reconciles every Scaler (policies change rarely and may select any namespace); a
+/// namespace whose labels change reconciles its Scalers.
+fn spawn_policy_watch(
+    client: &Client,
+    watch: PolicyWatch,
+    scalers: Store<Scaler>,
+    trigger: mpsc::UnboundedSender<ObjectRef<Scaler>>,
+) -> [Listed; 2] {
+    let PolicyWatch {
+        policies,
+        namespaces,
+        listed: [policies_listed, namespaces_listed],
+    } = watch;
+    let listed = [policies_listed.subscribe(), namespaces_listed.subscribe()];
+    let policy_events = reflector(
+        policies,
+        watcher(
+            Api::<HookPolicy>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .inspect(mark_listed(policies_listed)),
+    )
+    .default_backoff()
+    .touched_objects();
+    let all_scalers = scalers.clone();
+    let policy_trigger = trigger.clone();
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(policy_events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(policy) => {
+                    for problem in policy.spec.problems() {
+                        tracing::warn!(policy = %policy.name_any(), %problem, "HookPolicy has a problem; an unreadable namespaceSelector selects nothing");
+                    }
+                    for s in all_scalers.state() {
+                        let _ = policy_trigger.send(ObjectRef::from_obj(s.as_ref()));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "watching HookPolicies"),
+            }
+        }
+    });
+    let namespace_events = reflector(
+        namespaces,
+        watcher(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .modify(|n| n.managed_fields_mut().clear())
+        .inspect(mark_listed(namespaces_listed)),
+    )
+    .default_backoff()
+    .applied_objects();
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(namespace_events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(ns) => {
+                    let name = ns.name_any();
+                    for s in scalers
+                        .state()
+                        .iter()
+                        .filter(|s| s.metadata.namespace.as_deref() == Some(name.as_str()))
+                    {
+                        let _ = trigger.send(ObjectRef::from_obj(s.as_ref()));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "watching Namespaces"),
+            }
+        }
+    });
+    listed
 }
 
 /// An API over one namespace, or over all of them.
@@ -265,9 +374,10 @@ fn spawn_hpa_watch(
     });
 }
 
-/// Sends on `synced` once the Scaler, plugin ConfigMap and HPA watches have each listed their
-/// objects (a watch that never lists keeps the replica unready, which is the point).
-fn spawn_sync_signal(caches: [Listed; 3], synced: tokio::sync::oneshot::Sender<()>) {
+/// Sends on `synced` once the Scaler, plugin ConfigMap, HPA, `HookPolicy` and Namespace watches
+/// have each listed their objects (a watch that never lists keeps the replica unready, which
+/// is the point).
+fn spawn_sync_signal(caches: [Listed; 5], synced: tokio::sync::oneshot::Sender<()>) {
     tokio::spawn(async move {
         for mut listed in caches {
             if listed.wait_for(|l| *l).await.is_err() {
@@ -323,6 +433,7 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
         autoscaling_triggers,
         watch_hpas,
         caches_synced,
+        policy_watch,
     } = parts;
     let namespace = namespace.as_deref();
     let (scalers_listed, scalers_listed_rx) = tokio::sync::watch::channel(false);
@@ -349,11 +460,15 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
         trigger.clone(),
         hpas_listed,
     );
+    let [policies_listed_rx, namespaces_listed_rx] =
+        spawn_policy_watch(&client, policy_watch, store.clone(), trigger.clone());
     spawn_sync_signal(
         [
             scalers_listed_rx.clone(),
             configmaps_listed_rx,
             hpas_listed_rx,
+            policies_listed_rx,
+            namespaces_listed_rx,
         ],
         caches_synced,
     );

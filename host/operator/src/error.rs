@@ -9,9 +9,9 @@ pub enum OperatorError {
     /// Building a Kubernetes client from the environment failed.
     #[error("connecting to Kubernetes: {0}")]
     Connect(#[source] kube::Error),
-    /// The Scaler CRD is not installed (or not readable with our credentials).
+    /// The Scaler or `HookPolicy` CRD is not installed (or not readable with our credentials).
     #[error(
-        "the Scaler CRD (scalers.hoist.dev) is not served by this cluster: {reason}. Install it with `hoist crds | kubectl apply -f -` or the Helm chart"
+        "the CRDs of hoist (scalers.hoist.dev, hookpolicies.hoist.dev) are not served by this cluster: {reason}. Install them with `hoist crds | kubectl apply -f -` or the Helm chart"
     )]
     CrdMissing { reason: String },
     /// Discovery could not resolve a target's apiVersion/kind.
@@ -66,6 +66,18 @@ pub enum OperatorError {
         #[source]
         source: kube::Error,
     },
+    /// Reading a Secret or ConfigMap a Scaler's hooks name (secrets, TLS) failed.
+    #[error("reading {kind} {name} for a hook call: {source}")]
+    ReadHookObject {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The cluster's `HookPolicies` (or the namespaces they select by) are not listed yet: no
+    /// hook may run before it is known which policies apply.
+    #[error("the HookPolicies are not listed yet: no hook runs before they are")]
+    PoliciesNotListed,
     /// This replica no longer holds the leader Lease: no side effect may follow.
     #[error("not the leader any more: {what} not done")]
     NotLeader { what: &'static str },

@@ -8,19 +8,18 @@ use std::time::Instant;
 
 use hoist_api::{Scaler, Stage};
 use hoist_decide::{HookCall, HookResult};
-use hoist_sandbox::{
-    AllowList, CallIdentity, CallOptions, FailedStage, FailureInfo, HookContext, HookOutcome,
-    HookRunner,
-};
+use hoist_sandbox::{CallIdentity, FailedStage, FailureInfo, HookContext, HookOutcome, HookRunner};
 use hoist_types::{Direction, Hook};
 use kube::ResourceExt;
 
 use crate::act::Actor;
 use crate::error::OperatorError;
 use crate::fence::Fence;
-use crate::leaving_pods::{Choosing, PodPlan, default_allow_list, plan_pods};
+use crate::hook_access::HookAccess;
+use crate::leaving_pods::{Choosing, PodPlan, plan_pods};
 use crate::metrics::{HookLabels, HookLatencyLabels, Metrics};
 use crate::plugins::PluginRegistry;
+use crate::policy::Admission;
 use crate::target::Targets;
 
 /// Everything a hook call needs besides the plan.
@@ -28,6 +27,8 @@ use crate::target::Targets;
 pub struct HookEnv {
     pub runner: Arc<dyn HookRunner>,
     pub plugins: PluginRegistry,
+    /// Where calls may connect, their secrets and TLS, as the cluster policies allow.
+    pub access: HookAccess,
     pub targets: Targets,
     pub metrics: Arc<Metrics>,
     pub fence: Fence,
@@ -117,6 +118,23 @@ impl HookEnv {
                 });
             }
         };
+        // Checked at every call, not only when the operation started: an admin who withdraws a
+        // plugin stops it mid-operation too.
+        match self
+            .access
+            .policies()
+            .admission(&namespace, plugin.digest())
+        {
+            Admission::Admitted { .. } => {}
+            Admission::Refused(reason) => {
+                return Ok(HookResult::Failed {
+                    reason: format!("PluginNotAdmitted: {reason}"),
+                });
+            }
+            Admission::NotListedYet => {
+                return Err(OperatorError::PoliciesNotListed);
+            }
+        }
         let config = hooks
             .config
             .as_ref()
@@ -131,11 +149,18 @@ impl HookEnv {
         self.fence.check("calling a hook")?;
         let hook = call.hook;
         if hook == Hook::ValidateConfig {
-            let options = CallOptions::new(
-                call.timeout,
-                AllowList::new(hooks.allowed_hosts.iter()),
-                identity,
-            );
+            let options = match self
+                .access
+                .call_options(scaler, hooks, &[], call.timeout, identity)
+                .await?
+            {
+                Ok(options) => options,
+                Err(reason) => {
+                    return Ok(HookResult::Failed {
+                        reason: format!("HookAccess: {reason}"),
+                    });
+                }
+            };
             return Ok(
                 match self
                     .runner
@@ -186,10 +211,17 @@ impl HookEnv {
         if target.honours_deletion_cost() && op.direction == Direction::Down {
             actor.mark_leaving(scaler, &to_mark, &op.id).await?;
         }
-        let allow = if hooks.allowed_hosts.is_empty() {
-            default_allow_list(&all)
-        } else {
-            AllowList::new(hooks.allowed_hosts.iter())
+        let options = match self
+            .access
+            .call_options(scaler, hooks, &all, call.timeout, identity)
+            .await?
+        {
+            Ok(options) => options,
+            Err(reason) => {
+                return Ok(HookResult::Failed {
+                    reason: format!("HookAccess: {reason}"),
+                });
+            }
         };
         let ctx = HookContext {
             namespace,
@@ -211,7 +243,6 @@ impl HookEnv {
             attempt: op.call,
             elapsed_in_stage: op.elapsed_in_stage,
         };
-        let options = CallOptions::new(call.timeout, allow, identity);
         let outcome = match hook {
             Hook::PreScale => self.runner.pre_scale(&plugin, &ctx, &options).await,
             Hook::PostScale => self.runner.post_scale(&plugin, &ctx, &options).await,

@@ -5,12 +5,19 @@ use hoist_decide::{Observation, PluginAvailability, TargetObservation};
 use kube::ResourceExt;
 
 use crate::plugins::PluginRegistry;
+use crate::policy::{Admission, Policies};
 use crate::target::Targets;
 
-/// Reads the target's /scale, readiness and uid, and the plugin's availability. Never fails: a
-/// target that cannot be read is an observation too (`Missing` or `Unavailable`). Rival
-/// Scalers come from the controller's store ([`crate::controller`]).
-pub async fn observe(scaler: &Scaler, targets: &Targets, plugins: &PluginRegistry) -> Observation {
+/// Reads the target's /scale, readiness and uid, and the plugin's availability (a loaded plugin
+/// the cluster policies do not admit is `NotAdmitted`). Never fails: a target that cannot be
+/// read is an observation too (`Missing` or `Unavailable`). Rival Scalers come from the
+/// controller's store ([`crate::controller`]).
+pub async fn observe(
+    scaler: &Scaler,
+    targets: &Targets,
+    plugins: &PluginRegistry,
+    policies: &Policies,
+) -> Observation {
     let namespace = scaler.namespace().unwrap_or_default();
     let target_ref = &scaler.spec.target_ref;
     let target = match targets.observe(&namespace, target_ref).await {
@@ -27,7 +34,14 @@ pub async fn observe(scaler: &Scaler, targets: &Targets, plugins: &PluginRegistr
     };
     let plugin = match &scaler.spec.hooks {
         None => PluginAvailability::NotConfigured,
-        Some(hooks) => plugins.availability(&namespace, &hooks.plugin),
+        Some(hooks) => match plugins.availability(&namespace, &hooks.plugin) {
+            PluginAvailability::Ready { digest } => match policies.admission(&namespace, &digest) {
+                Admission::Admitted { .. } => PluginAvailability::Ready { digest },
+                Admission::Refused(reason) => PluginAvailability::NotAdmitted { reason },
+                Admission::NotListedYet => PluginAvailability::Loading,
+            },
+            other => other,
+        },
     };
     Observation {
         scaler: scaler.clone(),

@@ -133,7 +133,13 @@ pub async fn reconcile(cached: Arc<Scaler>, ctx: Arc<Context>) -> Result<Action,
 async fn reconcile_steps(cached: Arc<Scaler>, ctx: &Context) -> Result<Action, ReconcileError> {
     // Snapshot: the cached Scaler, or what hoist wrote if the watch has not delivered it yet.
     let scaler = ctx.latest.current(cached);
-    let mut observation = observe(&scaler, &ctx.hooks.targets, &ctx.hooks.plugins).await;
+    let mut observation = observe(
+        &scaler,
+        &ctx.hooks.targets,
+        &ctx.hooks.plugins,
+        ctx.hooks.access.policies(),
+    )
+    .await;
     observation.conflict = target_conflict(
         &ctx.scalers.get().map(Store::state).unwrap_or_default(),
         &ctx.hpas.get().map(Store::state).unwrap_or_default(),

@@ -580,6 +580,7 @@ async fn rig(kind: Kind, sandbox: &Sandbox, wasm: &[u8], subnet: u8) -> Rig {
             hpa: false,
             keda: false,
         },
+        None,
     );
     let context = Arc::new(Context {
         hooks: HookEnv {
@@ -589,6 +590,11 @@ async fn rig(kind: Kind, sandbox: &Sandbox, wasm: &[u8], subnet: u8) -> Rig {
                 world: world.clone(),
             }),
             plugins,
+            access: hoist_operator::hook_access::HookAccess::new(
+                client.clone(),
+                hoist_operator::policy::Policies::none(),
+                hoist_sandbox::ForbiddenAddrs::default(),
+            ),
             targets: targets.clone(),
             metrics: metrics.clone(),
             fence: Fence::unfenced(),

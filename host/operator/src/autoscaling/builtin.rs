@@ -29,7 +29,8 @@ use hoist_decide::modes::builtin::{Memory, Reading, TickInput, tick};
 use kube::ResourceExt;
 
 use crate::act::Actor;
-use crate::metric_source::{self, MetricsClient, PodTarget};
+use crate::hook_access::{HookAccess, network_grant};
+use crate::metric_source::{self, MetricEgress, MetricsClient, PodTarget};
 use crate::target::Targets;
 use hoist_decide::Observation;
 
@@ -37,6 +38,9 @@ use hoist_decide::Observation;
 #[derive(Debug)]
 pub struct Builtin {
     metrics: Option<MetricsClient>,
+    /// The cluster policies Prometheus addresses are checked against; `None` checks nothing
+    /// (tests of the autoscaler alone).
+    access: Option<HookAccess>,
     memories: Mutex<HashMap<String, Memory>>,
 }
 
@@ -51,12 +55,13 @@ pub struct Step {
 }
 
 impl Builtin {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(access: Option<HookAccess>) -> Self {
         let metrics = MetricsClient::new(MetricsClient::DEFAULT_TIMEOUT)
             .map_err(|e| tracing::error!(error = %e, "the builtin autoscaler cannot read metrics"))
             .ok();
         Self {
             metrics,
+            access,
             memories: Mutex::new(HashMap::new()),
         }
     }
@@ -149,6 +154,13 @@ impl Builtin {
                 builtin.metrics.len()
             ];
         };
+        let egress = self.access.as_ref().map(|a| {
+            let namespace = scaler.namespace().unwrap_or_default();
+            MetricEgress {
+                grant: network_grant(&a.policies().grant(&namespace), &namespace, &[]),
+                forbidden: a.forbidden().clone(),
+            }
+        });
         let needs_pods = builtin.metrics.iter().any(|m| m.pods.is_some());
         let pods: Result<Vec<PodTarget>, String> =
             match (&crate::observe::pod_selector(observed), needs_pods) {
@@ -172,14 +184,16 @@ impl Builtin {
                 (Ok(p), true) if p.is_empty() && current > 0 => {
                     Err("no ready pod to scrape yet".to_owned())
                 }
-                (Ok(p), _) => metric_source::read(&who, metric, index, p, client)
+                (Ok(p), _) => metric_source::read(&who, metric, index, p, client, egress.as_ref())
                     .await
                     .map(|r| r.metric())
                     .map_err(|e| e.to_string()),
-                (Err(_), false) => metric_source::read(&who, metric, index, &[], client)
-                    .await
-                    .map(|r| r.metric())
-                    .map_err(|e| e.to_string()),
+                (Err(_), false) => {
+                    metric_source::read(&who, metric, index, &[], client, egress.as_ref())
+                        .await
+                        .map(|r| r.metric())
+                        .map_err(|e| e.to_string())
+                }
             };
             readings.push(reading);
         }
@@ -195,7 +209,7 @@ mod tests {
 
     #[test]
     fn retain_drops_the_memory_of_scalers_that_are_gone() {
-        let builtin = Builtin::new();
+        let builtin = Builtin::new(None);
         for uid in ["kept", "deleted"] {
             builtin
                 .memories

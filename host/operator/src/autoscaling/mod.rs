@@ -89,13 +89,14 @@ impl Autoscalers {
         client: Client,
         namespace: Option<String>,
         modes: Modes,
+        access: Option<crate::hook_access::HookAccess>,
     ) -> (Self, mpsc::UnboundedReceiver<ObjectRef<Scaler>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Self {
                 keda: keda::Keda::new(client, namespace, tx, modes.keda),
                 hpa_mode: modes.hpa,
-                builtin: builtin::Builtin::new(),
+                builtin: builtin::Builtin::new(access),
                 cleaned: Mutex::new(HashMap::new()),
             },
             rx,

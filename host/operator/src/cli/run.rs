@@ -142,22 +142,31 @@ async fn check_crd(client: &Client, namespace: Option<&str>) -> Result<(), Opera
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    match scalers.list_metadata(&ListParams::default().limit(1)).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => {
-            Err(OperatorError::CrdMissing { reason: s.message })
-        }
-        Err(e) => Err(OperatorError::CrdMissing {
+    let missing = |e: kube::Error| match e {
+        kube::Error::Api(s) if s.code == 404 => OperatorError::CrdMissing { reason: s.message },
+        e => OperatorError::CrdMissing {
             reason: e.to_string(),
-        }),
-    }
+        },
+    };
+    scalers
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .map_err(missing)?;
+    // HookPolicies are cluster-scoped, read cluster-wide in every mode: no hook runs before
+    // they are listed, so a missing CRD (an upgrade that skipped crds/) must be said at once.
+    Api::<hoist_api::HookPolicy>::all(client.clone())
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .map_err(missing)?;
+    Ok(())
 }
 
 /// A client from the environment whose every request counts in `hoist_kube_requests_total`.
-async fn counting_client(metrics: &Arc<Metrics>) -> Result<Client, OperatorError> {
+async fn counting_client(metrics: &Arc<Metrics>) -> Result<(Client, http::Uri), OperatorError> {
     let config = kube::Config::infer()
         .await
         .map_err(|e| OperatorError::Connect(kube::Error::InferConfig(e)))?;
+    let cluster_url = config.cluster_url.clone();
     let requests = metrics.kube_requests.clone();
     let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
         requests
@@ -167,10 +176,13 @@ async fn counting_client(metrics: &Arc<Metrics>) -> Result<Client, OperatorError
             .inc();
         req
     });
-    Ok(kube::client::ClientBuilder::try_from(config)
-        .map_err(OperatorError::Connect)?
-        .with_layer(&count)
-        .build())
+    Ok((
+        kube::client::ClientBuilder::try_from(config)
+            .map_err(OperatorError::Connect)?
+            .with_layer(&count)
+            .build(),
+        cluster_url,
+    ))
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -196,7 +208,7 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
         "hoist run starting"
     );
     let metrics = Arc::new(Metrics::new());
-    let client = counting_client(&metrics).await?;
+    let (client, cluster_url) = counting_client(&metrics).await?;
     check_crd(&client, args.namespace.as_deref()).await?;
     if let Some(ns) = &args.namespace {
         tracing::info!(namespace = %ns, "watching one namespace");
@@ -254,6 +266,8 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
 
     let (cm_store, cm_writer) = controller::plugin_store();
     let (plugins, loads) = controller::plugin_registry(sandbox.clone(), cm_store, metrics.clone());
+    let (policies, policy_watch) = controller::policy_stores();
+
     let fence = leadership
         .as_ref()
         .map_or_else(Fence::unfenced, |l| Fence::lease(l.is_leader.clone()));
@@ -266,6 +280,12 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
             instance: Some(identity.clone()),
         },
     );
+    let forbidden = crate::hook_access::operator_forbidden(&cluster_url, bound).await;
+    tracing::info!(
+        ?forbidden,
+        "hooks and metric queries never reach these unless a HookPolicy names them"
+    );
+    let access = crate::hook_access::HookAccess::new(client.clone(), policies, forbidden);
     let (autoscalers, autoscaling_triggers) = Autoscalers::new(
         client.clone(),
         args.namespace.clone(),
@@ -273,11 +293,13 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
             hpa: args.hpa_mode,
             keda: args.keda_mode,
         },
+        Some(access.clone()),
     );
     let context = Arc::new(Context {
         hooks: HookEnv {
             runner: Arc::new(sandbox),
             plugins,
+            access,
             targets: targets.clone(),
             metrics: metrics.clone(),
             fence: fence.clone(),
@@ -316,6 +338,7 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
         autoscaling_triggers,
         watch_hpas: args.hpa_mode,
         caches_synced: synced_tx,
+        policy_watch,
     };
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

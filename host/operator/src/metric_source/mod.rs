@@ -6,7 +6,7 @@
 //! let client = MetricsClient::new(MetricsClient::DEFAULT_TIMEOUT)?;      // once, shared
 //! let pods: Vec<PodTarget> = pod_list.iter().filter_map(PodTarget::from_pod).collect();
 //! for (i, m) in builtin.metrics.iter().enumerate() {
-//!     match metric_source::read("ns/name", m, i, &pods, &client).await {
+//!     match metric_source::read("ns/name", m, i, &pods, &client, None).await {
 //!         Ok(reading) => {
 //!             let metric: hoist_decide::autoscale::Metric = reading.metric();  // feed it in
 //!             // Reading::Pods(p): p.failures are the pods that did not answer (logged)
@@ -185,14 +185,57 @@ impl Reading {
     }
 }
 
+/// Where a Scaler's Prometheus queries may connect: what the cluster policies grant its
+/// namespace, never the forbidden addresses (the rules of hook requests, without a Scaler
+/// allow-list: the address is the Scaler's own choice).
+#[derive(Debug, Clone)]
+pub struct MetricEgress {
+    pub grant: hoist_sandbox::NetworkGrant,
+    pub forbidden: hoist_sandbox::ForbiddenAddrs,
+}
+
+impl MetricEgress {
+    /// Whether the Prometheus at `address` (checked to be an http(s) URL) may be queried: its
+    /// host is a canonical name or address, and every address it resolves to is granted and
+    /// not forbidden.
+    async fn check(&self, address: &str) -> Result<(), String> {
+        let url = reqwest::Url::parse(address).map_err(|e| e.to_string())?;
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let egress = hoist_sandbox::Egress::new(
+            hoist_sandbox::AllowList::new([host.as_str()]),
+            self.grant.clone(),
+            self.forbidden.clone(),
+        );
+        match tokio::time::timeout(
+            MetricsClient::DEFAULT_TIMEOUT,
+            egress.resolve_checked(&host, port),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(refusal)) => Err(format!(
+                "refused by the cluster's HookPolicies: {refusal}; a cluster admin grants \
+                 Prometheus addresses in a HookPolicy's spec.egress"
+            )),
+            Err(_) => Err(format!(
+                "resolving {host} took longer than {:?}",
+                MetricsClient::DEFAULT_TIMEOUT
+            )),
+        }
+    }
+}
+
 /// Reads `metric` (the `index`-th of `spec.autoscaling.builtin.metrics` of Scaler `scaler`,
 /// given as `namespace/name`); `pods` are the target's ready pods (used by a pods metric only).
+/// A Prometheus address is first checked against `egress` when given.
 pub async fn read(
     scaler: &str,
     metric: &BuiltinMetric,
     index: usize,
     pods: &[PodTarget],
     client: &MetricsClient,
+    egress: Option<&MetricEgress>,
 ) -> Result<Reading, OperatorError> {
     let field = |tail: &str| format!("spec.autoscaling.builtin.metrics[{index}]{tail}");
     let check = |tail: &str, reason: String| OperatorError::CheckMetric {
@@ -204,6 +247,12 @@ pub async fn read(
         (Some(p), None) => {
             check_target(p.target).map_err(|r| check(".prometheus.target", r))?;
             check_address(&p.address).map_err(|r| check(".prometheus.address", r))?;
+            if let Some(egress) = egress {
+                egress
+                    .check(&p.address)
+                    .await
+                    .map_err(|r| check(".prometheus.address", r))?;
+            }
             let value = prometheus::instant_query(client, &p.address, &p.query)
                 .await
                 .map_err(|reason| OperatorError::QueryPrometheus {
@@ -490,7 +539,9 @@ mod tests {
             ),
         ];
         for (metric, piece) in cases {
-            let err = read("ns/s", &metric, 2, &[], &client).await.unwrap_err();
+            let err = read("ns/s", &metric, 2, &[], &client, None)
+                .await
+                .unwrap_err();
             assert!(matches!(err, OperatorError::CheckMetric { .. }), "{err}");
             let text = err.to_string();
             assert!(text.contains("Scaler ns/s"), "{text}");

@@ -72,7 +72,7 @@ async fn scrape_one(
 /// The value of `metric_name` in a metrics page: the sum over its series.
 pub(super) fn pick(page: &str, metric_name: &str) -> Result<f64, String> {
     let scrape = Scrape::parse(page.lines().map(|l| Ok(l.to_owned())))
-        .map_err(|e| format!("reading the metrics page: {e}"))?;
+        .map_err(|_| "the metrics page is not in the Prometheus text format".to_owned())?;
     let mut sum = 0.0;
     let mut found = 0usize;
     for sample in scrape.samples.iter().filter(|s| s.metric == metric_name) {
@@ -99,14 +99,13 @@ pub(super) fn pick(page: &str, metric_name: &str) -> Result<f64, String> {
         let mut names: Vec<&str> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
         names.sort_unstable();
         names.dedup();
-        let shown = names.iter().take(8).copied().collect::<Vec<_>>().join(", ");
+        // The page's metric names are not quoted: conditions report errors, not contents.
         return Err(if names.is_empty() {
             format!("no metric named {metric_name}: the page has no samples")
         } else {
             format!(
-                "no metric named {metric_name} on the page (it has {}{})",
-                shown,
-                if names.len() > 8 { ", …" } else { "" }
+                "no metric named {metric_name} on the page (it has {} other metric names)",
+                names.len()
             )
         });
     }

@@ -5,8 +5,6 @@
 //! error, no samples, several series, NaN); [`super::read`] puts it into
 //! [`crate::error::OperatorError::QueryPrometheus`] with the Scaler and its field.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 use super::MetricsClient;
@@ -44,8 +42,6 @@ struct ApiResponse {
     data: Option<ApiData>,
     #[serde(default)]
     error_type: Option<String>,
-    #[serde(default)]
-    error: Option<String>,
 }
 
 /// `data` of a query answer, by `resultType`.
@@ -55,14 +51,13 @@ enum ApiData {
     Vector(Vec<VectorSample>),
     Scalar(SampleValue),
     Matrix(Vec<serde_json::Value>),
-    String(SampleValue),
+    /// Its value is never quoted back.
+    String(serde::de::IgnoredAny),
 }
 
 /// One series of an instant vector; `value` is absent for a native histogram sample.
 #[derive(Debug, Deserialize)]
 struct VectorSample {
-    #[serde(default)]
-    metric: BTreeMap<String, String>,
     #[serde(default)]
     value: Option<SampleValue>,
 }
@@ -71,27 +66,36 @@ struct VectorSample {
 type SampleValue = (serde::de::IgnoredAny, String);
 
 /// Turns an HTTP status and body from `/api/v1/query` into the one value, or a sentence saying
-/// what came back instead.
+/// what came back instead. The sentence never quotes the body (labels, error texts, values):
+/// it ends up in the Scaler's conditions, which the address's owner may not be meant to read.
 pub(super) fn parse_response(status: u16, body: &[u8]) -> Result<f64, String> {
     let parsed: ApiResponse = match serde_json::from_slice(body) {
         Ok(p) => p,
         Err(e) if (200..300).contains(&status) => {
             return Err(format!(
-                "the answer is not a Prometheus API response ({e}): {}",
-                snippet(body)
+                "the answer is not a Prometheus API response ({}; JSON invalid at line {} \
+                 column {})",
+                size(body),
+                e.line(),
+                e.column()
             ));
         }
-        Err(_) => return Err(format!("HTTP {status}: {}", snippet(body))),
+        Err(_) => {
+            return Err(format!(
+                "HTTP {status} ({}, not a Prometheus API response)",
+                size(body)
+            ));
+        }
     };
     if parsed.status != "success" {
         return Err(format!(
-            "Prometheus answered HTTP {status} with {}: {}",
-            parsed.error_type.as_deref().unwrap_or("an error"),
-            parsed.error.as_deref().unwrap_or("(no message)")
+            "Prometheus answered HTTP {status} with {}; run the query in Prometheus to see its \
+             message",
+            error_type(parsed.error_type.as_deref())
         ));
     }
     if !(200..300).contains(&status) {
-        return Err(format!("HTTP {status}: {}", snippet(body)));
+        return Err(format!("HTTP {status} ({})", size(body)));
     }
     match parsed.data {
         None => Err("the answer has no data".to_owned()),
@@ -104,22 +108,15 @@ pub(super) fn parse_response(status: u16, body: &[u8]) -> Result<f64, String> {
             ),
             [one] => match &one.value {
                 Some(v) => number(&v.1),
-                None => Err(format!(
-                    "the query returned a native histogram sample for {}; query a number, e.g. \
-                     histogram_count(...)",
-                    labels(&one.metric)
-                )),
+                None => Err(
+                    "the query returned a native histogram sample; query a number, e.g. \
+                     histogram_count(...)"
+                        .to_owned(),
+                ),
             },
             several => Err(format!(
-                "the query returned {} series ({}{}); aggregate them into one, e.g. sum(...)",
+                "the query returned {} series; aggregate them into one, e.g. sum(...)",
                 several.len(),
-                several
-                    .iter()
-                    .take(3)
-                    .map(|s| labels(&s.metric))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                if several.len() > 3 { ", …" } else { "" }
             )),
         },
         Some(ApiData::Matrix(series)) => Err(format!(
@@ -127,10 +124,31 @@ pub(super) fn parse_response(status: u16, body: &[u8]) -> Result<f64, String> {
              such as sum(rate(x[1m]))",
             series.len()
         )),
-        Some(ApiData::String(v)) => Err(format!(
-            "the query returned the string {:?}, not a number",
-            v.1
-        )),
+        Some(ApiData::String(_)) => Err("the query returned a string, not a number".to_owned()),
+    }
+}
+
+/// `errorType` of a Prometheus error answer when it is one of the short identifiers
+/// Prometheus uses (`bad_data`, `timeout`…), else a neutral phrase.
+fn error_type(t: Option<&str>) -> String {
+    match t {
+        Some(t)
+            if !t.is_empty()
+                && t.len() <= 32
+                && t.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
+        {
+            format!("errorType {t}")
+        }
+        _ => "an error".to_owned(),
+    }
+}
+
+/// The size of a body, for error messages.
+fn size(body: &[u8]) -> String {
+    if body.is_empty() {
+        "empty body".to_owned()
+    } else {
+        format!("{} bytes", body.len())
     }
 }
 
@@ -139,7 +157,7 @@ pub(super) fn parse_response(status: u16, body: &[u8]) -> Result<f64, String> {
 fn number(text: &str) -> Result<f64, String> {
     let v: f64 = text
         .parse()
-        .map_err(|_| format!("the sample value {text:?} is not a number"))?;
+        .map_err(|_| "the sample value is not a number".to_owned())?;
     if v.is_nan() {
         return Err(
             "the query returned NaN (e.g. a division by zero); guard it, e.g. with \
@@ -157,22 +175,6 @@ fn number(text: &str) -> Result<f64, String> {
 }
 
 /// `{a="1", b="2"}` for a series' labels.
-fn labels(metric: &BTreeMap<String, String>) -> String {
-    let inner: Vec<String> = metric.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-    format!("{{{}}}", inner.join(", "))
-}
-
-/// The start of a body, for error messages.
-fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    match text.char_indices().nth(200) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None if text.is_empty() => "(empty body)".to_owned(),
-        None => text.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::parse_response;
@@ -222,7 +224,7 @@ mod tests {
                 "several series",
                 200,
                 r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"pod":"a"},"value":[1,"1"]},{"metric":{"pod":"b"},"value":[1,"2"]}]}}"#,
-                ErrorMentions(r#"2 series ({pod="a"}, {pod="b"})"#),
+                ErrorMentions("returned 2 series; aggregate"),
             ),
             (
                 "NaN",
@@ -258,15 +260,13 @@ mod tests {
                 "Prometheus error JSON",
                 400,
                 r#"{"status":"error","errorType":"bad_data","error":"invalid parameter \"query\": 1:5: parse error: unexpected end of input"}"#,
-                ErrorMentions(
-                    "HTTP 400 with bad_data: invalid parameter \"query\": 1:5: parse error",
-                ),
+                ErrorMentions("HTTP 400 with errorType bad_data; run the query"),
             ),
             (
                 "HTTP error without JSON",
                 502,
                 "Bad Gateway",
-                ErrorMentions("HTTP 502: Bad Gateway"),
+                ErrorMentions("HTTP 502 (11 bytes, not a Prometheus API response)"),
             ),
             (
                 "not JSON",
@@ -278,7 +278,7 @@ mod tests {
                 "value not a number",
                 200,
                 r#"{"status":"success","data":{"resultType":"scalar","result":[1,"abc"]}}"#,
-                ErrorMentions(r#""abc" is not a number"#),
+                ErrorMentions("the sample value is not a number"),
             ),
         ];
         for (name, status, body, want) in cases {

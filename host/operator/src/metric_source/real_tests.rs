@@ -47,6 +47,10 @@ fn query_error(result: Result<Reading, OperatorError>) -> String {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one Prometheus, every kind of answer it gives, in order"
+)]
 async fn prometheus_queries_read_one_value_and_say_what_went_wrong() {
     let mut prom = Prometheus::start().await.unwrap();
     let client = MetricsClient::new(Duration::from_secs(5)).unwrap();
@@ -59,6 +63,7 @@ async fn prometheus_queries_read_one_value_and_say_what_went_wrong() {
         0,
         &[],
         &client,
+        None,
     )
     .await
     .unwrap();
@@ -78,6 +83,7 @@ async fn prometheus_queries_read_one_value_and_say_what_went_wrong() {
         0,
         &[],
         &client,
+        None,
     )
     .await
     .unwrap();
@@ -95,8 +101,17 @@ async fn prometheus_queries_read_one_value_and_say_what_went_wrong() {
         ("-sum(hoist_test_demand)", "cannot be negative"),
     ];
     for (query, piece) in cases {
-        let text =
-            query_error(read("ns/s", &prometheus_metric(&prom, query), 3, &[], &client).await);
+        let text = query_error(
+            read(
+                "ns/s",
+                &prometheus_metric(&prom, query),
+                3,
+                &[],
+                &client,
+                None,
+            )
+            .await,
+        );
         assert!(
             text.contains("Scaler ns/s: spec.autoscaling.builtin.metrics[3].prometheus.query"),
             "{text}"
@@ -113,6 +128,7 @@ async fn prometheus_queries_read_one_value_and_say_what_went_wrong() {
             0,
             &[],
             &client,
+            None,
         )
         .await,
     );
@@ -130,6 +146,7 @@ async fn prometheus_queries_read_one_value_and_say_what_went_wrong() {
             0,
             &[],
             &client,
+            None,
         )
         .await,
     );
@@ -144,6 +161,7 @@ async fn prometheus_queries_read_one_value_and_say_what_went_wrong() {
         0,
         &[],
         &client,
+        None,
     )
     .await
     .unwrap();
@@ -191,9 +209,16 @@ async fn pods_are_scraped_and_failures_reported() {
     exporters[1].set("inflight", 3.0);
     exporters[2].set("inflight", 0.0);
 
-    let reading = read("ns/s", &pods_metric(port, "inflight"), 0, &pods, &client)
-        .await
-        .unwrap();
+    let reading = read(
+        "ns/s",
+        &pods_metric(port, "inflight"),
+        0,
+        &pods,
+        &client,
+        None,
+    )
+    .await
+    .unwrap();
     let Reading::Pods(p) = &reading else {
         panic!("{reading:?}")
     };
@@ -208,9 +233,16 @@ async fn pods_are_scraped_and_failures_reported() {
     // One pod lacks the metric, one is down: both are reported, the third still counts.
     exporters[1].set_page("# TYPE something_else gauge\nsomething_else 1\n");
     exporters[2].stop().await;
-    let reading = read("ns/s", &pods_metric(port, "inflight"), 0, &pods, &client)
-        .await
-        .unwrap();
+    let reading = read(
+        "ns/s",
+        &pods_metric(port, "inflight"),
+        0,
+        &pods,
+        &client,
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(reading.metric(), Metric::per_pod(6.0, 10.0));
     let failures = failures_of(&reading);
     assert_eq!(failures.len(), 2, "{failures:?}");
@@ -218,7 +250,7 @@ async fn pods_are_scraped_and_failures_reported() {
     assert!(
         failures[0]
             .reason
-            .contains("no metric named inflight on the page (it has something_else)"),
+            .contains("no metric named inflight on the page (it has 1 other metric names)"),
         "{failures:?}"
     );
     assert_eq!(failures[1].pod, "worker-2");
@@ -229,9 +261,16 @@ async fn pods_are_scraped_and_failures_reported() {
 
     // No pod answers: an error naming the field and each pod.
     exporters[0].stop().await;
-    let err = read("ns/s", &pods_metric(port, "inflight"), 1, &pods, &client)
-        .await
-        .unwrap_err();
+    let err = read(
+        "ns/s",
+        &pods_metric(port, "inflight"),
+        1,
+        &pods,
+        &client,
+        None,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, OperatorError::ScrapePods { .. }), "{err}");
     let text = err.to_string();
     assert!(
@@ -244,9 +283,16 @@ async fn pods_are_scraped_and_failures_reported() {
 
     // A pod that comes back counts again.
     exporters[2].restart().await.unwrap();
-    let reading = read("ns/s", &pods_metric(port, "inflight"), 0, &pods, &client)
-        .await
-        .unwrap();
+    let reading = read(
+        "ns/s",
+        &pods_metric(port, "inflight"),
+        0,
+        &pods,
+        &client,
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(reading.metric(), Metric::per_pod(0.0, 10.0));
     assert_eq!(failures_of(&reading).len(), 2);
 }
@@ -282,9 +328,16 @@ async fn a_pod_that_never_answers_times_out() {
         },
     ];
     let client = MetricsClient::new(Duration::from_millis(500)).unwrap();
-    let reading = read("ns/s", &pods_metric(port, DEMAND_METRIC), 0, &pods, &client)
-        .await
-        .unwrap();
+    let reading = read(
+        "ns/s",
+        &pods_metric(port, DEMAND_METRIC),
+        0,
+        &pods,
+        &client,
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(reading.metric(), Metric::per_pod(8.0, 10.0));
     let failures = failures_of(&reading);
     assert_eq!(failures.len(), 1);
