@@ -32,6 +32,19 @@ needs it. Rendered into a ClusterRole, or into a Role when watchNamespace is set
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [list, watch]
+# Hook secrets and TLS material: read by name (get) when a hook is called; never listed.
+- apiGroups: [""]
+  resources: [secrets]
+  {{- with .Values.rbac.secretNames }}
+  resourceNames: {{ toJson . }}
+  {{- end }}
+  verbs: [get]
+- apiGroups: [""]
+  resources: [configmaps]
+  {{- with .Values.rbac.caBundleConfigMapNames }}
+  resourceNames: {{ toJson . }}
+  {{- end }}
+  verbs: [get]
 # Events for every stage (events.k8s.io/v1: created, then patched as a series repeats).
 - apiGroups: [events.k8s.io]
   resources: [events]
