@@ -151,6 +151,12 @@ async fn install_chart(
             &ns.name,
             "--set",
             "plugins.install[0].name=trino-drain",
+            // The chart's HookPolicy is cluster-scoped: it selects only this namespace.
+            "--set",
+            &format!(
+                "defaultPolicy.namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name={}",
+                ns.name
+            ),
             "--set-file",
             &format!("plugins.install[0].wasmBase64={}", b64.display()),
             "--wait",
@@ -768,8 +774,11 @@ fn chart_values_render_what_they_say() {
         kinds(&default),
         [
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Deployment",
+            "HookPolicy",
             "Role",
             "RoleBinding",
             "Service",
@@ -858,6 +867,60 @@ fn chart_values_render_what_they_say() {
     assert!(bad.to_string().contains("plugins.install[0].name"), "{bad}");
     let missing = render(&["plugins.install[0].name=p"]).expect_err("no component");
     assert!(missing.to_string().contains("wasmBase64"), "{missing}");
+}
+
+/// The trust boundary in the chart: the cluster-scoped reads of `HookPolicies` and Namespaces
+/// (read only, also in one namespace), Secrets and `ConfigMaps` only by name (narrowed by
+/// `resourceNames` when listed), and the default `HookPolicy` the values describe.
+#[test]
+fn chart_renders_the_trust_boundary() {
+    let default = render(&[]).unwrap();
+    let cluster_rules = &find(&default, "ClusterRole", "hoist").unwrap()["rules"];
+    // Also in one namespace, hoist reads the cluster's HookPolicies and the namespaces' labels
+    // (read only); and it only ever gets Secrets and ConfigMaps by name.
+    let reader = &find(&default, "ClusterRole", "hoist-policy-reader").unwrap()["rules"];
+    assert_eq!(reader[0]["resources"], json!(["hookpolicies"]));
+    assert_eq!(reader[1]["resources"], json!(["namespaces"]));
+    assert!(
+        reader
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["verbs"] == json!(["list", "watch"]))
+    );
+    let secrets = cluster_rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resources"] == json!(["secrets"]))
+        .unwrap();
+    assert_eq!(secrets["verbs"], json!(["get"]));
+    let named = render(&["rbac.secretNames={nifi-login,nifi-client-tls}"]).unwrap();
+    let named_rules = &find(&named, "ClusterRole", "hoist").unwrap()["rules"];
+    let secrets = named_rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resources"] == json!(["secrets"]))
+        .unwrap();
+    assert_eq!(
+        secrets["resourceNames"],
+        json!(["nifi-login", "nifi-client-tls"])
+    );
+    let policy = find(&default, "HookPolicy", "hoist-default").unwrap();
+    assert_eq!(policy["spec"]["allowAnyPlugin"], json!(true));
+    assert_eq!(policy["spec"]["egress"]["targetPods"], json!(true));
+    assert!(
+        find(
+            &render(&["defaultPolicy.create=false"]).unwrap(),
+            "HookPolicy",
+            "hoist-default"
+        )
+        .is_none()
+    );
+
+    let scoped = render(&["watchNamespace=team-a"]).unwrap();
+    assert!(find(&scoped, "ClusterRole", "hoist-policy-reader").is_some());
 }
 
 /// The image defaults to what `deploy/image` builds; `hostNetwork` puts one replica per node.

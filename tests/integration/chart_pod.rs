@@ -64,6 +64,8 @@ async fn values(cluster: &Cluster, ns: &TestNamespace) -> Result<Value> {
             {"name": "KUBERNETES_SERVICE_PORT", "value": api_port(cluster).await?},
         ],
         "watchNamespace": ns.name,
+        // The chart's HookPolicy is cluster-scoped: it selects only this test's namespace.
+        "defaultPolicy": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}}},
         "logFormat": "json",
         "plugins": {"install": [{
             "name": "trino-drain",

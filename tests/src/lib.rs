@@ -13,6 +13,7 @@
 pub mod faults;
 pub mod helm;
 pub mod keda;
+pub mod nifi;
 pub mod operator;
 pub mod prometheus;
 pub mod real_node;
@@ -154,12 +155,34 @@ impl Cluster {
     /// Creates a namespace of its own for one test, named `<prefix>-<pid>-<seq>`, and
     /// waits until its default ServiceAccount exists (pods need it).
     pub async fn namespace(&self, prefix: &str) -> Result<TestNamespace> {
+        self.namespace_labelled(prefix, &[]).await
+    }
+
+    /// Like [`Cluster::namespace`], for a test that sets the namespace's `HookPolicies` itself:
+    /// labelled so the tests' shared policy ([`operator::TEST_POLICY`]) does not select it.
+    pub async fn namespace_with_own_policy(&self, prefix: &str) -> Result<TestNamespace> {
+        self.namespace_labelled(prefix, &[(operator::OWN_POLICY_LABEL, "true")])
+            .await
+    }
+
+    /// A test namespace with labels.
+    pub async fn namespace_labelled(
+        &self,
+        prefix: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<TestNamespace> {
         let client = self.client().await?;
         let seq = NAMESPACE_SEQ.fetch_add(1, Ordering::Relaxed);
         let name = format!("{prefix}-{}-{seq}", std::process::id());
         let ns = Namespace {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                        .collect(),
+                ),
                 ..ObjectMeta::default()
             },
             ..Namespace::default()

@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
+use serde::Deserialize;
 
 use crate::{Cluster, TestNamespace, repo_root, wait};
 
@@ -78,19 +79,58 @@ pub fn plugin_path(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Server-side applies `crds/scaler.yaml` and waits until it is Established.
+/// Label that keeps a test namespace out of [`TEST_POLICY`]: the namespace gets only the
+/// policies its test writes (or hoist's builtin default).
+pub const OWN_POLICY_LABEL: &str = "hoist.dev/test-own-policy";
+
+/// The `HookPolicy` every test namespace gets unless labelled [`OWN_POLICY_LABEL`]: what an
+/// admin grants a team whose hooks talk to services on loopback (the tests' fake products and
+/// Prometheus): any plugin, 127.0.0.0/8, the namespace's names and the target's pods. The API
+/// server and the operator's metrics port on loopback stay closed (not named explicitly).
+pub const TEST_POLICY: &str = "hoist-tests-loopback";
+
+/// Server-side applies the CRDs of `crds/scaler.yaml` (Scaler, `HookPolicy`), waits until they
+/// are Established, and applies [`TEST_POLICY`].
 pub async fn install_scaler_crd(client: &kube::Client) -> Result<()> {
-    install_crd_file(client, "crds/scaler.yaml").await
+    install_crd_file(client, "crds/scaler.yaml").await?;
+    let policy: hoist_api::HookPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "hoist.dev/v1alpha1",
+        "kind": "HookPolicy",
+        "metadata": {"name": TEST_POLICY},
+        "spec": {
+            "namespaceSelector": {"matchExpressions": [
+                {"key": OWN_POLICY_LABEL, "operator": "DoesNotExist"}
+            ]},
+            "allowAnyPlugin": true,
+            "egress": {"cidrs": ["127.0.0.0/8"], "sameNamespace": true, "targetPods": true}
+        }
+    }))?;
+    Api::<hoist_api::HookPolicy>::all(client.clone())
+        .patch(
+            TEST_POLICY,
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(&policy),
+        )
+        .await
+        .context("applying the tests' HookPolicy")?;
+    Ok(())
 }
 
-/// Server-side applies the CRD in `path` (relative to the repository root) and waits until
-/// it is Established.
+/// Server-side applies the CRDs in `path` (relative to the repository root; one or more YAML
+/// documents) and waits until each is Established.
 pub async fn install_crd_file(client: &kube::Client, path: &str) -> Result<()> {
     let path = repo_root().join(path);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let crd: CustomResourceDefinition =
-        serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let crd = CustomResourceDefinition::deserialize(doc)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        install_crd(client, crd).await?;
+    }
+    Ok(())
+}
+
+async fn install_crd(client: &kube::Client, crd: CustomResourceDefinition) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let name = crd.metadata.name.clone().context("the CRD has no name")?;
     crds.patch(
