@@ -1,4 +1,5 @@
-//! A plugin starting 2,000 requests at once gets at most 16 in flight (the others fail at
+//! A plugin starting 300 requests at once (2,000 held at once end sooner, at the call's
+//! limit of host resources: see `hostile.rs`) gets at most 16 in flight (the others fail at
 //! once with connection-limit-reached), the server never sees more connections than that,
 //! a limit shared across calls holds too, and no descriptor outlives the call. Alone in its
 //! test binary: it counts this process's open descriptors.
@@ -71,10 +72,10 @@ async fn settle(what: impl Fn() -> bool) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_thousand_requests_at_once_are_bounded_and_leak_nothing() {
+async fn three_hundred_requests_at_once_are_bounded_and_leak_nothing() {
     let (port, open, peak) = counting_server("127.0.6.1").await;
     let authority = format!("127.0.6.1:{port}");
-    let config = json!({"mode": "flood", "authority": authority, "count": 2000}).to_string();
+    let config = json!({"mode": "flood", "authority": authority, "count": 300}).to_string();
     let ctx = scale_down(
         vec![pod("p-0", 0, "127.0.6.1"), pod("p-1", 1, "127.0.6.2")],
         1,
@@ -99,7 +100,7 @@ async fn two_thousand_requests_at_once_are_bounded_and_leak_nothing() {
         .collect();
     let (ok, limited) = (counts[0], counts[1]);
     assert!(message.ends_with("other="), "{message}");
-    assert_eq!(ok + limited, 2000, "{message}");
+    assert_eq!(ok + limited, 300, "{message}");
     // Each answered request stays in flight (its body never ends) while the guest holds it.
     assert!((1..=16).contains(&ok), "{message}");
     assert!(
