@@ -166,6 +166,24 @@ impl ForbiddenAddrs {
     }
 }
 
+/// The ranges as one line: `169.254.0.0/16 (link-local), 10.96.0.1/32 port 443 (the API
+/// server)`.
+impl fmt::Display for ForbiddenAddrs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, entry) in self.entries.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}", entry.net)?;
+            if let Some(port) = entry.port {
+                write!(f, " port {port}")?;
+            }
+            write!(f, " ({})", entry.why)?;
+        }
+        Ok(())
+    }
+}
+
 /// Limits of one call's outgoing requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EgressLimits {
@@ -623,6 +641,12 @@ mod tests {
         };
         let forbidden =
             ForbiddenAddrs::default().with(net("10.96.0.1/32"), Some(443), "the API server");
+        assert!(
+            forbidden.to_string().ends_with(
+                "::/128 (unspecified (it reaches this host)), 10.96.0.1/32 port 443 (the API server)"
+            ),
+            "{forbidden}"
+        );
         let allow = AllowList::new(["*.example", "169.254.169.254", "10.96.0.1", "10.0.0.5"]);
         let broad = Egress::new(allow.clone(), NetworkGrant::any(), forbidden.clone());
         assert_eq!(

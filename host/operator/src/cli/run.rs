@@ -282,8 +282,7 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
     );
     let forbidden = crate::hook_access::operator_forbidden(&cluster_url, bound).await;
     tracing::info!(
-        closed = %format!("{forbidden:?}").replace("Forbidden", "Closed"),
-        // Not the word the tests look for in a log: there it means an RBAC refusal.
+        closed = %forbidden,
         "hooks and metric queries never reach these unless a HookPolicy names them"
     );
     let access = crate::hook_access::HookAccess::new(client.clone(), policies, forbidden);
