@@ -37,7 +37,9 @@ pub mod http;
 )]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        // A copy of the repository's wit/ (crds/check keeps it equal), so the crate builds
+        // wherever it is: a path or git dependency, or a vendored copy.
+        path: "wit",
         world: "hoist:hooks/hook",
         generate_all,
         pub_export_macro: true,
