@@ -646,7 +646,10 @@ async fn chart_examples_are_valid_scalers() {
             modes.push(mode.name());
         }
         if let Some(hooks) = &typed.spec.hooks {
-            validate_config(file, &hooks.plugin.config_map, hooks.config.as_ref());
+            let config_map = hooks.plugin.config_map.as_deref().unwrap_or_else(|| {
+                panic!("{}: the examples ship plugins as ConfigMaps", file.display())
+            });
+            validate_config(file, config_map, hooks.config.as_ref());
         }
     }
     // That check can fail too: trino-drain refuses a field it does not know.
@@ -921,6 +924,78 @@ fn chart_renders_the_trust_boundary() {
 
     let scoped = render(&["watchNamespace=team-a"]).unwrap();
     assert!(find(&scoped, "ClusterRole", "hoist-policy-reader").is_some());
+}
+
+/// Plugin distribution values: the registry CA is mounted and named by a flag; the
+/// precompile cache moves from an emptyDir to a claim.
+#[test]
+fn chart_renders_registry_trust_and_a_persistent_plugin_cache() {
+    let pod = |docs: &[Value]| {
+        find(docs, "Deployment", "hoist").unwrap()["spec"]["template"]["spec"].clone()
+    };
+    let args = |pod: &Value| -> Vec<String> {
+        pod["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let volume = |pod: &Value, name: &str| {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .cloned()
+    };
+    let default = render(&[]).unwrap();
+    let plain = pod(&default);
+    assert!(args(&plain).contains(&"--plugin-max-mib=64".to_owned()));
+    assert!(
+        !args(&plain)
+            .iter()
+            .any(|a| a.starts_with("--plugin-registry-ca"))
+    );
+    assert!(volume(&plain, "registry-ca").is_none());
+    assert!(volume(&plain, "plugin-cache").unwrap()["emptyDir"].is_object());
+    assert!(find(&default, "PersistentVolumeClaim", "hoist-plugin-cache").is_none());
+
+    let custom = render(&[
+        "plugins.registryCA.configMap=registry-ca",
+        "plugins.cachePersistence.enabled=true",
+        "plugins.cachePersistence.size=2Gi",
+    ])
+    .unwrap();
+    let with = pod(&custom);
+    assert!(
+        args(&with).contains(&"--plugin-registry-ca=/etc/hoist/registry-ca/ca.crt".to_owned()),
+        "{:?}",
+        args(&with)
+    );
+    assert_eq!(
+        volume(&with, "registry-ca").unwrap()["configMap"]["name"],
+        json!("registry-ca")
+    );
+    assert_eq!(
+        volume(&with, "plugin-cache").unwrap()["persistentVolumeClaim"]["claimName"],
+        json!("hoist-plugin-cache")
+    );
+    let claim = find(&custom, "PersistentVolumeClaim", "hoist-plugin-cache").unwrap();
+    assert_eq!(
+        claim["spec"]["resources"]["requests"]["storage"],
+        json!("2Gi")
+    );
+    let existing = render(&[
+        "plugins.cachePersistence.enabled=true",
+        "plugins.cachePersistence.existingClaim=shared-cache",
+    ])
+    .unwrap();
+    assert!(find(&existing, "PersistentVolumeClaim", "hoist-plugin-cache").is_none());
+    assert_eq!(
+        volume(&pod(&existing), "plugin-cache").unwrap()["persistentVolumeClaim"]["claimName"],
+        json!("shared-cache")
+    );
 }
 
 /// The image defaults to what `deploy/image` builds; `hostNetwork` puts one replica per node.

@@ -109,10 +109,7 @@ fn hooks(port: u16, trust: Trust) -> Hooks {
         },
     };
     Hooks {
-        plugin: PluginRef {
-            config_map: "nifi-decommission".into(),
-            ..PluginRef::default()
-        },
+        plugin: PluginRef::config_map("nifi-decommission"),
         config: Some(json!({
             "port": port, "scheme": "https", "pollIntervalMs": 300,
             "credentials": {"usernameSecret": "username", "passwordSecret": "password"}

@@ -11,17 +11,18 @@
 
 use std::time::Duration;
 
-use hoist_api::{HookPolicy, Scaler, Stage, conditions};
+use hoist_api::{Scaler, Stage, conditions};
 use hoist_tests::operator::{
-    Operator, OperatorOptions, apply_plugin_configmap, install_scaler_crd, plugin_path,
+    Operator, OperatorOptions, apply_plugin_configmap, apply_policy, delete_policy,
+    install_scaler_crd, plugin_path,
 };
 use hoist_tests::scenario::{LONG, create_statefulset, set_desired, sts_ref};
 use hoist_tests::trino::pod_ips;
 use hoist_tests::{Cluster, TestNamespace, wait};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, ResourceExt};
+use kube::api::{ListParams, PostParams};
+use kube::ResourceExt;
 use serde_json::{Value, json};
 
 /// An operator watching only `ns`.
@@ -50,32 +51,6 @@ async fn own_policy_env(prefix: &str) -> (TestNamespace, Operator) {
     install_scaler_crd(&ns.client).await.unwrap();
     let op = operator(&ns).await;
     (ns, op)
-}
-
-/// Applies (server-side) a `HookPolicy` selecting only `ns`.
-async fn apply_policy(ns: &TestNamespace, name: &str, spec: Value) {
-    let mut spec = spec;
-    spec["namespaceSelector"] =
-        json!({"matchLabels": {"kubernetes.io/metadata.name": ns.name.clone()}});
-    let policy: HookPolicy = serde_json::from_value(json!({
-        "apiVersion": "hoist.dev/v1alpha1", "kind": "HookPolicy",
-        "metadata": {"name": name}, "spec": spec
-    }))
-    .unwrap();
-    Api::<HookPolicy>::all(ns.client.clone())
-        .patch(
-            name,
-            &PatchParams::apply("hoist-tests").force(),
-            &Patch::Apply(&policy),
-        )
-        .await
-        .unwrap();
-}
-
-async fn delete_policy(ns: &TestNamespace, name: &str) {
-    let _ = Api::<HookPolicy>::all(ns.client.clone())
-        .delete(name, &DeleteParams::default())
-        .await;
 }
 
 async fn create_scaler(ns: &TestNamespace, name: &str, spec: Value) {
@@ -176,7 +151,8 @@ async fn a_plugin_no_policy_admits_never_runs_until_the_admin_adds_its_digest() 
         json!({"plugins": [{"sha256": "0".repeat(64), "name": "some other plugin"}],
                "egress": {"targetPods": true}}),
     )
-    .await;
+    .await
+    .unwrap();
     apply_plugin_configmap(&ns, "noop", &plugin_path("fixture-noop").unwrap())
         .await
         .unwrap();
@@ -206,7 +182,8 @@ async fn a_plugin_no_policy_admits_never_runs_until_the_admin_adds_its_digest() 
         &policy,
         json!({"plugins": [{"sha256": digest, "name": "noop"}], "egress": {"targetPods": true}}),
     )
-    .await;
+    .await
+    .unwrap();
     wait_idle_at(&ns, "web", 3).await;
     assert_eq!(sts_replicas(&ns, "web").await, Some(3));
     delete_policy(&ns, &policy).await;
@@ -347,7 +324,8 @@ async fn a_prometheus_address_the_policies_do_not_grant_is_never_queried() {
         &policy,
         json!({"allowAnyPlugin": true, "egress": {"cidrs": ["0.0.0.0/0"]}}),
     )
-    .await;
+    .await
+    .unwrap();
     create_statefulset(&ns, "web", 1).await.unwrap();
     create_scaler(
         &ns,

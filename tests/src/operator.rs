@@ -44,30 +44,39 @@ pub fn hoist_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Applies (server-side) a `HookPolicy` named `name` selecting only `ns`.
+pub async fn apply_policy(ns: &TestNamespace, name: &str, spec: serde_json::Value) -> Result<()> {
+    let mut spec = spec;
+    spec["namespaceSelector"] =
+        serde_json::json!({"matchLabels": {"kubernetes.io/metadata.name": ns.name.clone()}});
+    let policy: hoist_api::HookPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "hoist.dev/v1alpha1", "kind": "HookPolicy",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .context("building the HookPolicy")?;
+    Api::<hoist_api::HookPolicy>::all(ns.client.clone())
+        .patch(
+            name,
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(&policy),
+        )
+        .await
+        .with_context(|| format!("applying HookPolicy {name}"))?;
+    Ok(())
+}
+
+/// Deletes `HookPolicy` `name` (gone already is fine).
+pub async fn delete_policy(ns: &TestNamespace, name: &str) {
+    let _ = Api::<hoist_api::HookPolicy>::all(ns.client.clone())
+        .delete(name, &kube::api::DeleteParams::default())
+        .await;
+}
+
 /// Builds the plugins once per process (`plugins/build`) and returns the directory with
 /// the `.wasm` files. A failed build is an error, never a skip.
 pub fn plugins_dir() -> Result<&'static Path> {
     static DIR: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let script = repo_root().join("plugins/build");
-        let out = Command::new(&script)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "plugins/build failed ({}):\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(PathBuf::from(
-            String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        ))
-    });
-    match dir {
-        Ok(d) => Ok(d.as_path()),
-        Err(e) => bail!("{e}"),
-    }
+    built_once(&DIR, "plugins/build")
 }
 
 /// Path of a built plugin, by crate name (`trino-drain`, `fixture-trap`, ...).
@@ -77,6 +86,48 @@ pub fn plugin_path(name: &str) -> Result<PathBuf> {
         bail!("plugin {name}: {} is missing", path.display());
     }
     Ok(path)
+}
+
+/// The Python SDK's example (trino-drain's logic), built once per process with
+/// `plugins/python/make-component` (componentize-py from the Python package index, cached).
+pub fn python_example_plugin() -> Result<&'static Path> {
+    static PATH: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    built_once(&PATH, "plugins/python/make-component")
+}
+
+/// The JavaScript SDK's example (trino-drain's logic), built once per process with
+/// `plugins/js/make-component` (componentize-js from npm, cached).
+pub fn js_example_plugin() -> Result<&'static Path> {
+    static PATH: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    built_once(&PATH, "plugins/js/make-component")
+}
+
+/// Runs `script` (relative to the repository) once per `cell` and returns the path it printed.
+fn built_once(
+    cell: &'static OnceLock<std::result::Result<PathBuf, String>>,
+    script: &str,
+) -> Result<&'static Path> {
+    let path = cell.get_or_init(|| {
+        let script = repo_root().join(script);
+        let out = Command::new(&script)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} failed ({}):\n{}",
+                script.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(PathBuf::from(
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        ))
+    });
+    match path {
+        Ok(p) => Ok(p.as_path()),
+        Err(e) => bail!("{e}"),
+    }
 }
 
 /// Label that keeps a test namespace out of [`TEST_POLICY`]: the namespace gets only the

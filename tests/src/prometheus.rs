@@ -416,7 +416,8 @@ impl Drop for Prometheus {
     }
 }
 
-fn free_loopback_port() -> Result<SocketAddr> {
+/// A free port on 127.0.0.1 (bound and released: another process could take it, rarely).
+pub fn free_loopback_port() -> Result<SocketAddr> {
     let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .context("finding a free loopback port")?;
     l.local_addr().context("reading the free port")

@@ -113,17 +113,28 @@ impl Hooks {
     }
 }
 
-/// A plugin stored in a ConfigMap of the Scaler's namespace.
+/// Where the plugin comes from: a ConfigMap of the Scaler's namespace or an OCI registry;
+/// exactly one of `configMap` and `oci`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.configMap) != has(self.oci)", "message": "hooks.plugin needs exactly one of configMap and oci"},
+    {"rule": "!has(self.key) || has(self.configMap)", "message": "hooks.plugin.key names a ConfigMap key; it needs hooks.plugin.configMap"},
+    {"rule": "!has(self.oci) || self.oci.reference.contains('@sha256:') || has(self.sha256)", "message": "hooks.plugin.oci.reference names a tag: pin it, with @sha256:<manifest digest> in the reference or with hooks.plugin.sha256"}
+]))]
 pub struct PluginRef {
-    /// Name of the ConfigMap.
+    /// Name of a ConfigMap in the Scaler's namespace holding the component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub config_map: String,
+    pub config_map: Option<String>,
     /// Key in the ConfigMap's binaryData (default `plugin.wasm`; a `.gz` suffix means gzip).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub key: Option<String>,
+    /// A Wasm OCI artifact in a registry (one `application/wasm` layer, as `wkg` and
+    /// `hoist plugin push` publish it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<OciPluginRef>,
     /// Pin: the sha256 of the component (64 lowercase hex characters); a different plugin is
     /// refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,10 +144,63 @@ pub struct PluginRef {
     pub sha256: Option<String>,
 }
 
+/// A plugin published to an OCI registry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OciPluginRef {
+    /// `REGISTRY/REPOSITORY@sha256:<manifest digest>` (what `hoist plugin push` prints), or
+    /// `REGISTRY/REPOSITORY:TAG` together with `hooks.plugin.sha256`. Always pulled over HTTPS.
+    #[schemars(length(min = 1, max = 512))]
+    pub reference: String,
+    /// A Secret of type `kubernetes.io/dockerconfigjson` in the Scaler's namespace with the
+    /// registry's credentials; without it the pull is anonymous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub pull_secret: Option<String>,
+}
+
+/// Where a [`PluginRef`] points, as one value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PluginLocation<'a> {
+    /// A ConfigMap and its key.
+    ConfigMap { name: &'a str, key: &'a str },
+    /// An OCI artifact.
+    Oci(&'a OciPluginRef),
+}
+
+impl std::fmt::Display for PluginLocation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ConfigMap { name, .. } => write!(f, "ConfigMap {name}"),
+            Self::Oci(oci) => write!(f, "OCI artifact {}", oci.reference),
+        }
+    }
+}
+
 impl PluginRef {
+    /// A plugin in ConfigMap `name`, default key.
+    pub fn config_map(name: &str) -> Self {
+        Self {
+            config_map: Some(name.to_string()),
+            ..Self::default()
+        }
+    }
+
     /// The ConfigMap key in effect.
     pub fn effective_key(&self) -> &str {
         self.key.as_deref().unwrap_or(DEFAULT_PLUGIN_KEY)
+    }
+
+    /// Where the plugin is: the OCI artifact when `oci` is set, else the ConfigMap (named `""`
+    /// when neither is, which validation refuses).
+    pub fn location(&self) -> PluginLocation<'_> {
+        match &self.oci {
+            Some(oci) => PluginLocation::Oci(oci),
+            None => PluginLocation::ConfigMap {
+                name: self.config_map.as_deref().unwrap_or_default(),
+                key: self.effective_key(),
+            },
+        }
     }
 }
 
@@ -268,10 +332,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let p = PluginRef {
-            config_map: "cm".into(),
-            ..PluginRef::default()
-        };
+        let p = PluginRef::config_map("cm");
         assert_eq!(p.effective_key(), "plugin.wasm");
         assert_eq!(
             Hooks::default().effective_call_timeout(),

@@ -30,8 +30,8 @@ mod validate;
 pub use autoscaling::{Algorithm, Autoscaling, AutoscalingMode};
 pub use duration::Duration;
 pub use hooks::{
-    Backoff, CaBundleRef, FailurePolicy, HookSecret, HookTls, Hooks, KeyRef, PluginRef,
-    RetryPolicy, StageTimeouts,
+    Backoff, CaBundleRef, FailurePolicy, HookSecret, HookTls, Hooks, KeyRef, OciPluginRef,
+    PluginLocation, PluginRef, RetryPolicy, StageTimeouts,
 };
 pub use policy::{AdmittedPlugin, EgressGrant, HookPolicy, HookPolicySpec};
 pub use scaler::{

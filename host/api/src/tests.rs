@@ -343,6 +343,27 @@ fn rust_only_checks_name_the_field() {
             json!({"hooks": {"plugin": {"configMap": ""}}}),
             "spec.hooks.plugin.configMap",
         ),
+        (json!({"hooks": {"plugin": {}}}), "spec.hooks.plugin"),
+        (
+            json!({"hooks": {"plugin": {"configMap": "c", "oci": {"reference": "r.example/a@sha256:x"}}}}),
+            "spec.hooks.plugin",
+        ),
+        (
+            json!({"hooks": {"plugin": {"oci": {"reference": "r.example/hook:v1"}}}}),
+            "spec.hooks.plugin.oci.reference",
+        ),
+        (
+            json!({"hooks": {"plugin": {"oci": {"reference": "https://r.example/hook@sha256:00"}}}}),
+            "spec.hooks.plugin.oci.reference",
+        ),
+        (
+            json!({"hooks": {"plugin": {"oci": {"reference": "hook@sha256:00"}}}}),
+            "spec.hooks.plugin.oci.reference",
+        ),
+        (
+            json!({"hooks": {"plugin": {"oci": {"reference": format!("r.example/hook@sha256:{}", "0".repeat(64))}, "key": "k"}}}),
+            "spec.hooks.plugin.key",
+        ),
         (
             json!({"retryPolicy": {"maxAttempts": 0}}),
             "spec.retryPolicy.maxAttempts",
@@ -560,4 +581,21 @@ fn committed_crd_matches_the_types() {
         committed == generated,
         "crds/scaler.yaml is stale: run `cargo run -q -p hoist-operator --bin hoist -- crds > crds/scaler.yaml`"
     );
+}
+
+#[test]
+fn oci_plugins_pinned_by_manifest_or_component_digest_are_valid() {
+    let digest = "0".repeat(64);
+    for plugin in [
+        json!({"oci": {"reference": format!("127.0.0.1:5000/hooks/drain@sha256:{digest}")}}),
+        json!({"oci": {"reference": "r.example/hooks/drain:v1", "pullSecret": "pull"}, "sha256": digest}),
+        json!({"oci": {"reference": format!("r.example/drain:v1@sha256:{digest}")}}),
+    ] {
+        let parsed = parse_scaler_value(scaler(with(
+            base_spec(),
+            json!({"hooks": {"plugin": plugin.clone()}}),
+        )))
+        .unwrap();
+        assert_eq!(parsed.spec.validate(), vec![], "{plugin}");
+    }
 }

@@ -171,9 +171,7 @@ impl ScalerSpec {
 
     fn validate_hooks_and_timeouts(&self, bad: &mut impl FnMut(&str, String)) {
         if let Some(hooks) = &self.hooks {
-            if hooks.plugin.config_map.is_empty() {
-                bad("spec.hooks.plugin.configMap", "must not be empty".into());
-            }
+            validate_plugin_ref(&hooks.plugin, bad);
             if let Some(pin) = &hooks.plugin.sha256
                 && !(pin.len() == 64
                     && pin
@@ -224,6 +222,75 @@ impl ScalerSpec {
 }
 
 /// `spec.hooks.secrets` and `spec.hooks.tls`: bounded, names usable, no name twice.
+fn validate_plugin_ref(plugin: &crate::PluginRef, bad: &mut impl FnMut(&str, String)) {
+    match (&plugin.config_map, &plugin.oci) {
+        (Some(_), Some(_)) | (None, None) => bad(
+            "spec.hooks.plugin",
+            "needs exactly one of configMap and oci".into(),
+        ),
+        (Some(name), None) if name.is_empty() => {
+            bad("spec.hooks.plugin.configMap", "must not be empty".into());
+        }
+        (None, Some(oci)) => {
+            if plugin.key.is_some() {
+                bad(
+                    "spec.hooks.plugin.key",
+                    "names a ConfigMap key; an OCI plugin has none".into(),
+                );
+            }
+            if let Err(reason) = check_oci_reference(&oci.reference, plugin.sha256.is_some()) {
+                bad("spec.hooks.plugin.oci.reference", reason);
+            }
+        }
+        (Some(_), None) => {}
+    }
+}
+
+/// The shape of an OCI reference `REGISTRY/REPOSITORY(:TAG)(@sha256:HEX)`: a registry host
+/// (no scheme), a repository, and a digest pin unless `pinned_elsewhere`.
+fn check_oci_reference(reference: &str, pinned_elsewhere: bool) -> Result<(), String> {
+    if reference.contains("://") {
+        return Err(format!(
+            "{reference:?} has a scheme; write REGISTRY/REPOSITORY@sha256:DIGEST (always HTTPS)"
+        ));
+    }
+    let (name, digest) = match reference.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (reference, None),
+    };
+    let Some((registry, repository)) = name.split_once('/') else {
+        return Err(format!(
+            "{reference:?} names no registry; write REGISTRY/REPOSITORY@sha256:DIGEST"
+        ));
+    };
+    if registry.is_empty() || repository.is_empty() {
+        return Err(format!(
+            "{reference:?} needs a registry and a repository, as in registry.example/team/hook@sha256:DIGEST"
+        ));
+    }
+    match digest {
+        Some(d) => {
+            let hex = d.strip_prefix("sha256:").unwrap_or_default();
+            if !(hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            {
+                return Err(format!(
+                    "the digest of {reference:?} must be sha256: and 64 lowercase hexadecimal characters"
+                ));
+            }
+        }
+        None if !pinned_elsewhere => {
+            return Err(format!(
+                "{reference:?} names a tag, which can move: pin it with @sha256:DIGEST (as `hoist plugin push` prints) or with spec.hooks.plugin.sha256"
+            ));
+        }
+        None => {}
+    }
+    Ok(())
+}
+
 fn validate_hook_secrets(hooks: &crate::Hooks, bad: &mut impl FnMut(&str, String)) {
     use crate::hooks::MAX_HOOK_SECRETS;
     if hooks.secrets.len() > MAX_HOOK_SECRETS {

@@ -21,8 +21,9 @@ use tokio::sync::mpsc;
 
 use crate::events::Publisher;
 use crate::metrics::Metrics;
-use crate::plugins::{LoadFinished, PLUGIN_LABEL, PluginRegistry};
+use crate::plugins::{LoadFinished, OciSources, PLUGIN_LABEL, PluginRegistry, SourceKey};
 use crate::reconcile::{Context, error_policy, reconcile};
+use hoist_api::PluginLocation;
 
 /// Maps a workload event to the Scalers in its namespace that target it.
 fn scalers_targeting<K: Resource<DynamicType = ()>>(
@@ -50,18 +51,36 @@ fn scalers_targeting<K: Resource<DynamicType = ()>>(
     }
 }
 
-/// Scalers in `namespace` whose `spec.hooks.plugin.configMap` is `config_map`.
-fn scalers_using(store: &Store<Scaler>, namespace: &str, config_map: &str) -> Vec<Arc<Scaler>> {
+/// Scalers whose `spec.hooks.plugin` is `source`.
+fn scalers_using(store: &Store<Scaler>, source: &SourceKey) -> Vec<Arc<Scaler>> {
+    scalers_in_namespace_where(store, source.namespace(), |plugin| {
+        SourceKey::new(source.namespace(), plugin) == *source
+    })
+}
+
+/// Scalers in `namespace` whose plugin is in ConfigMap `name` (any key).
+fn scalers_using_config_map(
+    store: &Store<Scaler>,
+    namespace: &str,
+    name: &str,
+) -> Vec<Arc<Scaler>> {
+    scalers_in_namespace_where(
+        store,
+        namespace,
+        |plugin| matches!(plugin.location(), PluginLocation::ConfigMap { name: n, .. } if n == name),
+    )
+}
+
+fn scalers_in_namespace_where(
+    store: &Store<Scaler>,
+    namespace: &str,
+    uses: impl Fn(&hoist_api::PluginRef) -> bool,
+) -> Vec<Arc<Scaler>> {
     store
         .state()
         .into_iter()
         .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
-        .filter(|s| {
-            s.spec
-                .hooks
-                .as_ref()
-                .is_some_and(|h| h.plugin.config_map == config_map)
-        })
+        .filter(|s| s.spec.hooks.as_ref().is_some_and(|h| uses(&h.plugin)))
         .collect()
 }
 
@@ -319,7 +338,7 @@ fn spawn_plugin_watch(
             match event {
                 Ok(cm) => {
                     let ns = cm.namespace().unwrap_or_default();
-                    for s in scalers_using(&scalers, &ns, &cm.name_any()) {
+                    for s in scalers_using_config_map(&scalers, &ns, &cm.name_any()) {
                         let _ = trigger.send(ObjectRef::from_obj(s.as_ref()));
                     }
                 }
@@ -398,15 +417,18 @@ fn spawn_load_reports(
     tokio::spawn(async move {
         let mut loads = std::pin::pin!(channel_stream(loads));
         while let Some(done) = loads.next().await {
-            for s in scalers_using(&store, &done.source.namespace, &done.source.config_map) {
+            for s in scalers_using(&store, &done.source) {
                 if let Some(reason) = &done.error {
+                    let note = match &done.digest {
+                        Some(digest) => {
+                            format!("{}: plugin {digest} rejected: {reason}", done.source)
+                        }
+                        None => format!("{}: {reason}", done.source),
+                    };
                     let ev = Event {
                         type_: EventType::Warning,
                         reason: "PluginRejected".into(),
-                        note: Some(format!(
-                            "{}: plugin {} rejected: {reason}",
-                            done.source, done.digest
-                        )),
+                        note: Some(note),
                         action: "LoadPlugin".into(),
                         secondary: None,
                     };
@@ -522,7 +544,8 @@ pub fn plugin_store() -> (Store<ConfigMap>, reflector::store::Writer<ConfigMap>)
 pub fn plugin_registry(
     sandbox: hoist_sandbox::Sandbox,
     store: Store<ConfigMap>,
+    oci: Option<OciSources>,
     metrics: Arc<Metrics>,
 ) -> (PluginRegistry, mpsc::UnboundedReceiver<LoadFinished>) {
-    PluginRegistry::new(sandbox, store, metrics)
+    PluginRegistry::new(sandbox, store, oci, metrics)
 }

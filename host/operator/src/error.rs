@@ -116,6 +116,12 @@ pub enum OperatorError {
         source: std::io::Error,
     },
     /// The sandbox could not be created.
+    #[error("reading the registry CA file {path} (--plugin-registry-ca): {source}")]
+    ReadRegistryCa {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("starting the plugin sandbox: {0}")]
     Sandbox(#[source] hoist_sandbox::SandboxError),
     /// Building the HTTP client of the metric sources failed.

@@ -333,6 +333,52 @@ pub async fn operator_forbidden(
     forbidden
 }
 
+/// Where the operator's own connections on a Scaler's behalf (Prometheus queries, registry
+/// pulls) may go: what the cluster policies grant its namespace, never the forbidden
+/// addresses (the rules of hook requests, without a Scaler allow-list: the address is the
+/// Scaler's own choice).
+#[derive(Debug, Clone)]
+pub struct OperatorEgress {
+    pub grant: NetworkGrant,
+    pub forbidden: ForbiddenAddrs,
+}
+
+/// How long resolving the name of an address the operator connects to may take.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl OperatorEgress {
+    /// The egress of a Scaler in `namespace` under `access`.
+    pub fn for_namespace(access: &HookAccess, namespace: &str) -> Self {
+        Self {
+            grant: network_grant(&access.policies().grant(namespace), namespace, &[]),
+            forbidden: access.forbidden().clone(),
+        }
+    }
+
+    /// Whether the http(s) URL `address` may be reached: its host is a canonical name or
+    /// address, and every address it resolves to is granted and not forbidden.
+    pub async fn check(&self, address: &str) -> Result<(), String> {
+        let url = reqwest::Url::parse(address).map_err(|e| e.to_string())?;
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let egress = hoist_sandbox::Egress::new(
+            hoist_sandbox::AllowList::new([host.as_str()]),
+            self.grant.clone(),
+            self.forbidden.clone(),
+        );
+        match tokio::time::timeout(RESOLVE_TIMEOUT, egress.resolve_checked(&host, port)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(refusal)) => Err(format!(
+                "refused by the cluster's HookPolicies: {refusal}; a cluster admin grants \
+                 addresses the operator may reach for a namespace in a HookPolicy's spec.egress"
+            )),
+            Err(_) => Err(format!(
+                "resolving {host} took longer than {RESOLVE_TIMEOUT:?}"
+            )),
+        }
+    }
+}
+
 /// The sandbox's grant from what the policies grant a namespace: their host patterns and
 /// CIDRs, the namespace's service names, the target's pods.
 pub fn network_grant(spec: &GrantSpec, namespace: &str, pods: &[PodInfo]) -> NetworkGrant {

@@ -11,7 +11,8 @@
 //! - [`act`]: the only writer for a Scaler, in the protocol's order, fenced by [`fence`].
 //! - [`latest`]: hoist's own writes the watch has not delivered yet; conflict backoff.
 //! - [`autoscaling`], [`metric_source`]: the autoscaling modes and their metric sources.
-//! - [`plugins`], [`plugin_configmap`]: plugin sources → verified plugins, hot swap.
+//! - [`plugins`], [`plugin_configmap`], [`plugin_oci`]: plugin sources (ConfigMaps, OCI
+//!   registries) → verified plugins, hot swap.
 //! - [`target`]: any workload with `/scale`, its pods and their marks.
 #![forbid(unsafe_code)]
 
@@ -40,6 +41,7 @@ pub mod metric_source;
 pub mod metrics;
 pub mod observe;
 pub mod plugin_configmap;
+pub mod plugin_oci;
 pub mod plugins;
 pub mod policy;
 pub mod reconcile;

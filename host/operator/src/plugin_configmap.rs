@@ -35,8 +35,8 @@ pub enum PluginConfigMapError {
     /// Building: the component does not fit, not even compressed.
     #[error(
         "the plugin is too large for a ConfigMap: {size} bytes, {compressed} bytes gzip-compressed, \
-         and a ConfigMap holds at most {limit} bytes. Serve it over HTTPS with a sha256 pin \
-         instead, or make it smaller (release build, opt-level \"s\", strip debug info)"
+         and a ConfigMap holds at most {limit} bytes. Publish it to an OCI registry \
+         instead (`hoist plugin push`, then spec.hooks.plugin.oci), or make it smaller (release build, opt-level \"s\", strip debug info)"
     )]
     BuildTooLarge {
         size: usize,

@@ -1,7 +1,8 @@
 //! Plugin sources → verified plugins, with hot swap.
 //!
-//! A Scaler names a ConfigMap (labelled `hoist.dev/plugin`) and a key. The registry reads it
-//! from a reflector store, hashes the component, and hands back what the state machine needs
+//! A Scaler names a ConfigMap (labelled `hoist.dev/plugin`) and a key, or an OCI artifact.
+//! The registry reads a ConfigMap from a reflector store, pulls an artifact in the background
+//! ([`OciPuller`]), hashes the component, and hands back what the state machine needs
 //! ([`PluginAvailability`]). Loading (verify + compile, or a disk-cache hit) runs in the
 //! background; when it finishes, the Scalers using that ConfigMap are reconciled again.
 //!
@@ -14,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use hoist_api::PluginRef;
+use hoist_api::{OciPluginRef, PluginLocation, PluginRef};
 use hoist_decide::PluginAvailability;
 use hoist_sandbox::{Plugin, Sandbox};
 use hoist_types::Digest;
@@ -22,37 +23,68 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::mpsc;
 
+use crate::hook_access::{HookAccess, OperatorEgress};
 use crate::metrics::{Metrics, ResultLabels};
 use crate::plugin_configmap;
+use crate::plugin_oci::OciPuller;
 
 /// The label that marks a ConfigMap as a plugin source (and lets the operator watch it).
 pub const PLUGIN_LABEL: &str = "hoist.dev/plugin";
 
-/// Where a plugin comes from: a ConfigMap key in a namespace.
+/// Where a plugin comes from: a ConfigMap key or an OCI artifact, for a namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SourceKey {
-    pub namespace: String,
-    pub config_map: String,
-    pub key: String,
+pub enum SourceKey {
+    ConfigMap {
+        namespace: String,
+        config_map: String,
+        key: String,
+    },
+    Oci {
+        namespace: String,
+        /// The artifact and the credentials it is pulled with (another secret is another
+        /// source: what one namespace's credentials fetched is not another's).
+        oci: OciPluginRef,
+    },
 }
 
 impl SourceKey {
     pub fn new(namespace: &str, plugin: &PluginRef) -> Self {
-        Self {
-            namespace: namespace.to_string(),
-            config_map: plugin.config_map.clone(),
-            key: plugin.effective_key().to_string(),
+        match plugin.location() {
+            PluginLocation::ConfigMap { name, key } => Self::ConfigMap {
+                namespace: namespace.to_string(),
+                config_map: name.to_string(),
+                key: key.to_string(),
+            },
+            PluginLocation::Oci(oci) => Self::Oci {
+                namespace: namespace.to_string(),
+                oci: oci.clone(),
+            },
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        match self {
+            Self::ConfigMap { namespace, .. } | Self::Oci { namespace, .. } => namespace,
         }
     }
 }
 
 impl std::fmt::Display for SourceKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "ConfigMap {}/{} key {}",
-            self.namespace, self.config_map, self.key
-        )
+        match self {
+            Self::ConfigMap {
+                namespace,
+                config_map,
+                key,
+            } => write!(f, "ConfigMap {namespace}/{config_map} key {key}"),
+            Self::Oci { namespace, oci } => {
+                write!(
+                    f,
+                    "OCI artifact {} (for namespace {namespace})",
+                    oci.reference
+                )
+            }
+        }
     }
 }
 
@@ -60,7 +92,8 @@ impl std::fmt::Display for SourceKey {
 #[derive(Debug, Clone)]
 pub struct LoadFinished {
     pub source: SourceKey,
-    pub digest: Digest,
+    /// The component's digest; none when an OCI pull failed before there were bytes.
+    pub digest: Option<Digest>,
     pub error: Option<String>,
 }
 
@@ -75,6 +108,30 @@ struct Inner {
     /// What each source's ConfigMap version holds: decoded and hashed once per (uid,
     /// resourceVersion), not on every reconcile.
     seen: HashMap<SourceKey, SeenVersion>,
+    /// Where each OCI source's pull stands.
+    pulls: HashMap<SourceKey, OciPull>,
+}
+
+/// One OCI source's pull.
+#[derive(Debug, Clone)]
+enum OciPull {
+    /// Being pulled (and then loaded) now.
+    Pulling,
+    /// Pulled: the component the artifact holds (immutable for a digest reference; for a tag,
+    /// what it held when pulled).
+    Pulled(Digest),
+    /// The last attempt failed; the next starts at `retry_at` (a reconcile after it does).
+    Failed {
+        reason: String,
+        attempt: u32,
+        retry_at: std::time::Instant,
+    },
+}
+
+/// Wait before pulling a source again after `attempt` failures: 10 s, doubling to 5 min.
+fn pull_backoff(attempt: u32) -> std::time::Duration {
+    let secs = 10u64.saturating_mul(1 << attempt.saturating_sub(1).min(5));
+    std::time::Duration::from_secs(secs.min(300))
 }
 
 /// The digest (or why there is none) of one version of a plugin ConfigMap.
@@ -85,11 +142,20 @@ struct SeenVersion {
     digest: Result<Digest, String>,
 }
 
+/// What OCI pulls need: the puller, and the cluster's egress rules for the registry address.
+#[derive(Clone, Debug)]
+pub struct OciSources {
+    pub puller: OciPuller,
+    pub access: Option<HookAccess>,
+}
+
 /// The operator's plugins.
 #[derive(Clone)]
 pub struct PluginRegistry {
     sandbox: Sandbox,
     configmaps: Store<ConfigMap>,
+    /// Pulls OCI plugins; `None` where there is no registry access (unit tests).
+    oci: Option<OciSources>,
     inner: Arc<Mutex<Inner>>,
     finished: mpsc::UnboundedSender<LoadFinished>,
     metrics: Arc<Metrics>,
@@ -105,6 +171,7 @@ impl PluginRegistry {
     pub fn new(
         sandbox: Sandbox,
         configmaps: Store<ConfigMap>,
+        oci: Option<OciSources>,
         metrics: Arc<Metrics>,
     ) -> (Self, mpsc::UnboundedReceiver<LoadFinished>) {
         let (finished, rx) = mpsc::unbounded_channel();
@@ -112,6 +179,7 @@ impl PluginRegistry {
             Self {
                 sandbox,
                 configmaps,
+                oci,
                 inner: Arc::default(),
                 finished,
                 metrics,
@@ -124,26 +192,42 @@ impl PluginRegistry {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The current bytes of a source, if the ConfigMap is there and readable.
+    /// The ConfigMap of a ConfigMap source, if it is in the store.
+    fn config_map_of(&self, source: &SourceKey) -> Option<Arc<ConfigMap>> {
+        match source {
+            SourceKey::ConfigMap {
+                namespace,
+                config_map,
+                ..
+            } => self
+                .configmaps
+                .get(&ObjectRef::new(config_map).within(namespace)),
+            SourceKey::Oci { .. } => None,
+        }
+    }
+
+    /// The current bytes of a ConfigMap source, if the ConfigMap is there and readable.
     fn read_source(&self, source: &SourceKey) -> Result<Vec<u8>, String> {
-        let cm = self
-            .configmaps
-            .get(&ObjectRef::new(&source.config_map).within(&source.namespace))
-            .ok_or_else(|| {
-                format!(
-                    "ConfigMap {}/{} not found among plugin ConfigMaps (it must exist and carry the label {PLUGIN_LABEL}; `hoist plugin pack` writes one)",
-                    source.namespace, source.config_map
-                )
-            })?;
-        plugin_configmap::component_bytes(&cm, &source.key).map_err(|e| e.to_string())
+        let SourceKey::ConfigMap {
+            namespace,
+            config_map,
+            key,
+        } = source
+        else {
+            return Err(format!("{source} is not read from a ConfigMap"));
+        };
+        let cm = self.config_map_of(source).ok_or_else(|| {
+            format!(
+                "ConfigMap {namespace}/{config_map} not found among plugin ConfigMaps (it must exist and carry the label {PLUGIN_LABEL}; `hoist plugin pack` writes one)"
+            )
+        })?;
+        plugin_configmap::component_bytes(&cm, key).map_err(|e| e.to_string())
     }
 
     /// The digest the source's ConfigMap holds now, hashed only when its version changed;
     /// with the bytes when they had to be decoded for that.
     fn current_digest(&self, source: &SourceKey) -> (Result<Digest, String>, Option<Vec<u8>>) {
-        let cm = self
-            .configmaps
-            .get(&ObjectRef::new(&source.config_map).within(&source.namespace));
+        let cm = self.config_map_of(source);
         let version = cm.as_ref().map(|cm| {
             (
                 cm.metadata.uid.clone(),
@@ -177,15 +261,20 @@ impl PluginRegistry {
     /// artifacts stay on disk (an operation can load its digest from there again).
     pub fn retain(&self, scalers: &[std::sync::Arc<hoist_api::Scaler>]) -> usize {
         let mut keep: HashSet<Digest> = HashSet::new();
-        let inner = self.lock();
+        let mut sources: HashSet<SourceKey> = HashSet::new();
+        let mut inner = self.lock();
         for s in scalers {
             let namespace = s.metadata.namespace.clone().unwrap_or_default();
             if let Some(hooks) = &s.spec.hooks {
                 let source = SourceKey::new(&namespace, &hooks.plugin);
+                sources.insert(source.clone());
                 if let Some(d) = inner.last_good.get(&source) {
                     keep.insert(d.clone());
                 }
                 if let Some(Ok(d)) = inner.seen.get(&source).map(|v| &v.digest) {
+                    keep.insert(d.clone());
+                }
+                if let Some(OciPull::Pulled(d)) = inner.pulls.get(&source) {
                     keep.insert(d.clone());
                 }
             }
@@ -201,6 +290,11 @@ impl PluginRegistry {
             }
         }
         keep.extend(inner.loading.iter().cloned());
+        // What no Scaler names any more is forgotten (a pull in flight finishes first): the
+        // map does not grow with every reference a Scaler ever named.
+        inner
+            .pulls
+            .retain(|source, pull| matches!(pull, OciPull::Pulling) || sources.contains(source));
         drop(inner);
         let mut unloaded = 0;
         for digest in self.sandbox.loaded_digests() {
@@ -213,10 +307,14 @@ impl PluginRegistry {
     }
 
     /// What the state machine should know about the plugin a Scaler names, starting a
-    /// background load when the current bytes are not loaded yet.
+    /// background load (and, for an OCI artifact, pull) when the current bytes are not loaded
+    /// yet.
     pub fn availability(&self, namespace: &str, plugin: &PluginRef) -> PluginAvailability {
         let source = SourceKey::new(namespace, plugin);
         let pin = plugin.sha256.as_deref();
+        if let SourceKey::Oci { .. } = source {
+            return self.oci_availability(source, pin);
+        }
         let fallback = |reason: String, inner: &Inner| match inner.last_good.get(&source) {
             Some(good)
                 if pin.is_none_or(|p| p == good.as_str()) && self.sandbox.get(good).is_some() =>
@@ -312,9 +410,186 @@ impl PluginRegistry {
             }
             let _ = this.finished.send(LoadFinished {
                 source,
-                digest,
+                digest: Some(digest),
                 error,
             });
+        });
+    }
+
+    /// [`Self::availability`] of an OCI source: pulled once per reference and credentials
+    /// (a digest reference is immutable), pulled again after a failure with a backoff, or when
+    /// its plugin was unloaded.
+    fn oci_availability(&self, source: SourceKey, pin: Option<&str>) -> PluginAvailability {
+        let mut inner = self.lock();
+        let attempt = match inner.pulls.get(&source) {
+            Some(OciPull::Pulling) => return PluginAvailability::Loading,
+            Some(OciPull::Pulled(digest)) => {
+                let digest = digest.clone();
+                if let Some(pin) = pin
+                    && pin != digest.as_str()
+                {
+                    let reason = format!(
+                        "{source} holds a plugin with sha256 {digest}, but spec.hooks.plugin.sha256 pins {pin}"
+                    );
+                    // A tag may be moved to the pinned plugin: look again in a minute.
+                    if let SourceKey::Oci { oci, .. } = &source
+                        && !oci.reference.contains('@')
+                    {
+                        let wait = std::time::Duration::from_mins(1);
+                        inner.pulls.insert(
+                            source.clone(),
+                            OciPull::Failed {
+                                reason: reason.clone(),
+                                attempt: 1,
+                                retry_at: std::time::Instant::now() + wait,
+                            },
+                        );
+                        self.wake_later(source.clone(), wait);
+                    }
+                    return PluginAvailability::Invalid { reason };
+                }
+                if self.sandbox.get(&digest).is_some() {
+                    return PluginAvailability::Ready { digest };
+                }
+                if let Some(reason) = inner.rejected.get(&digest) {
+                    return PluginAvailability::Invalid {
+                        reason: format!("{source}: plugin {digest} was rejected: {reason}"),
+                    };
+                }
+                if inner.loading.contains(&digest) {
+                    return PluginAvailability::Loading;
+                }
+                // Unloaded since (no Scaler used it for a while): pull it again.
+                1
+            }
+            Some(OciPull::Failed {
+                reason,
+                attempt,
+                retry_at,
+            }) => {
+                if std::time::Instant::now() < *retry_at {
+                    return PluginAvailability::Invalid {
+                        reason: format!("{source}: {reason}"),
+                    };
+                }
+                attempt + 1
+            }
+            None => 1,
+        };
+        let Some(oci) = self.oci.clone() else {
+            return PluginAvailability::Invalid {
+                reason: format!("{source}: this operator pulls no OCI plugins"),
+            };
+        };
+        inner.pulls.insert(source.clone(), OciPull::Pulling);
+        drop(inner);
+        self.spawn_pull(oci, source, attempt);
+        PluginAvailability::Loading
+    }
+
+    /// Reconciles the Scalers of `source` again after `wait`, so a retry planned for then
+    /// happens.
+    fn wake_later(&self, source: SourceKey, wait: std::time::Duration) {
+        let again = self.finished.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = again.send(LoadFinished {
+                source,
+                digest: None,
+                error: None,
+            });
+        });
+    }
+
+    /// Pulls an OCI source and loads what it holds, in the background; reports like a load.
+    fn spawn_pull(&self, oci: OciSources, source: SourceKey, attempt: u32) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let SourceKey::Oci {
+                namespace,
+                oci: reference,
+            } = &source
+            else {
+                return;
+            };
+            let egress = oci
+                .access
+                .as_ref()
+                .map(|a| OperatorEgress::for_namespace(a, namespace));
+            let pulled = oci.puller.pull(namespace, reference, egress.as_ref()).await;
+            let result = match pulled {
+                Ok(bytes) => {
+                    let digest = Digest::of(&bytes);
+                    tracing::info!(%source, %digest, bytes = bytes.len(), "plugin pulled");
+                    this.lock()
+                        .pulls
+                        .insert(source.clone(), OciPull::Pulled(digest.clone()));
+                    if this.sandbox.get(&digest).is_some() {
+                        Ok((digest, None, false))
+                    } else {
+                        let sandbox = this.sandbox.clone();
+                        this.lock().loading.insert(digest.clone());
+                        let loaded =
+                            tokio::task::spawn_blocking(move || sandbox.load(&bytes)).await;
+                        let error = match loaded {
+                            Ok(Ok(_)) => None,
+                            Ok(Err(e)) => Some(e.to_string()),
+                            Err(join) => Some(format!("the load task failed: {join}")),
+                        };
+                        let mut inner = this.lock();
+                        inner.loading.remove(&digest);
+                        if let Some(reason) = &error {
+                            inner.rejected.insert(digest.clone(), reason.clone());
+                        }
+                        drop(inner);
+                        Ok((digest, error, true))
+                    }
+                }
+                Err(reason) => Err(reason),
+            };
+            let finished = match result {
+                Ok((digest, error, loaded_now)) => {
+                    let outcome = if error.is_none() { "ok" } else { "rejected" };
+                    if loaded_now {
+                        this.metrics
+                            .plugin_loads
+                            .get_or_create(&ResultLabels { result: outcome })
+                            .inc();
+                    }
+                    match &error {
+                        None => tracing::info!(%source, %digest, "plugin loaded"),
+                        Some(reason) => {
+                            tracing::warn!(%source, %digest, %reason, "plugin rejected");
+                        }
+                    }
+                    LoadFinished {
+                        source,
+                        digest: Some(digest),
+                        error,
+                    }
+                }
+                Err(reason) => {
+                    let wait = pull_backoff(attempt);
+                    tracing::warn!(%source, %reason, attempt, retry_in = ?wait, "plugin pull failed");
+                    this.lock().pulls.insert(
+                        source.clone(),
+                        OciPull::Failed {
+                            reason: format!(
+                                "pulling failed (attempt {attempt}, next in {wait:?}): {reason}"
+                            ),
+                            attempt,
+                            retry_at: std::time::Instant::now() + wait,
+                        },
+                    );
+                    this.wake_later(source.clone(), wait);
+                    LoadFinished {
+                        source,
+                        digest: None,
+                        error: Some(format!("pulling failed: {reason}")),
+                    }
+                }
+            };
+            let _ = this.finished.send(finished);
         });
     }
 
@@ -330,6 +605,9 @@ impl PluginRegistry {
             return Ok(p);
         }
         let source = SourceKey::new(namespace, plugin);
+        if let SourceKey::Oci { .. } = source {
+            return self.ensure_loaded_oci(&source, digest).await;
+        }
         let current = self.read_source(&source);
         if current
             .as_ref()
@@ -364,6 +642,58 @@ impl PluginRegistry {
             .map_err(|e| format!("the load task failed: {e}"))?
             .map_err(|e| e.to_string())?;
         self.lock().last_good.insert(source, digest.clone());
+        Ok(loaded)
+    }
+
+    /// [`Self::ensure_loaded`] of an OCI source: from the precompile cache, else pulled again
+    /// (the artifact of a digest reference still holds the operation's plugin).
+    async fn ensure_loaded_oci(
+        &self,
+        source: &SourceKey,
+        digest: &Digest,
+    ) -> Result<Arc<Plugin>, String> {
+        let sandbox = self.sandbox.clone();
+        let wanted = digest.clone();
+        let cached = tokio::task::spawn_blocking(move || sandbox.load_cached(&wanted))
+            .await
+            .map_err(|e| format!("the load task failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+        if let Some(plugin) = cached {
+            tracing::info!(%source, %digest, "loaded the operation's plugin from the precompile cache");
+            return Ok(plugin);
+        }
+        let (
+            Some(oci),
+            SourceKey::Oci {
+                namespace,
+                oci: reference,
+            },
+        ) = (&self.oci, source)
+        else {
+            return Err(format!("{source}: this operator pulls no OCI plugins"));
+        };
+        let egress = oci
+            .access
+            .as_ref()
+            .map(|a| OperatorEgress::for_namespace(a, namespace));
+        let bytes = oci
+            .puller
+            .pull(namespace, reference, egress.as_ref())
+            .await?;
+        let pulled = Digest::of(&bytes);
+        if pulled != *digest {
+            return Err(format!(
+                "the operation runs plugin {digest}, which is neither loaded nor in the precompile cache, and {source} now holds {pulled}; retry the Scaler to start over with the current plugin"
+            ));
+        }
+        let sandbox = self.sandbox.clone();
+        let loaded = tokio::task::spawn_blocking(move || sandbox.load(&bytes))
+            .await
+            .map_err(|e| format!("the load task failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+        self.lock()
+            .pulls
+            .insert(source.clone(), OciPull::Pulled(digest.clone()));
         Ok(loaded)
     }
 }

@@ -54,10 +54,17 @@ fn scratch() -> PathBuf {
     dir
 }
 
+/// Runs `hoist` with a fresh home directory: the default plugin cache
+/// (`~/.cache/hoist/plugins`) starts empty for every call.
 fn hoist(args: &[&str]) -> Output {
+    hoist_with_home(args, &scratch())
+}
+
+fn hoist_with_home(args: &[&str], home: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hoist"))
         .args(args)
         .env_remove("HOIST_PLUGIN_CACHE_DIR")
+        .env("HOME", home)
         .output()
         .unwrap()
 }
@@ -112,6 +119,77 @@ fn a_second_check_in_a_new_process_loads_from_the_cache() {
         text(&second.stdout)
     );
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn check_and_run_cache_under_the_home_directory_unless_told_not_to() {
+    let home = scratch();
+    let file = plugin("fixture-noop");
+    let args = ["plugin", "check", file.to_str().unwrap()];
+    let first = hoist_with_home(&args, &home);
+    let second = hoist_with_home(&args, &home);
+    let default = home.join(".cache/hoist/plugins");
+    assert!(
+        text(&first.stdout).contains("compiled in"),
+        "{}",
+        text(&first.stdout)
+    );
+    assert!(
+        text(&second.stdout).contains("load:    cache hit in")
+            && text(&second.stdout).contains(default.to_str().unwrap()),
+        "{}\n{}",
+        text(&second.stdout),
+        text(&second.stderr)
+    );
+    let uncached = hoist_with_home(
+        &["plugin", "check", file.to_str().unwrap(), "--no-cache"],
+        &home,
+    );
+    assert!(
+        text(&uncached.stdout).contains("compiled in")
+            && text(&uncached.stdout).contains("no cache dir"),
+        "{}",
+        text(&uncached.stdout)
+    );
+}
+
+#[test]
+fn run_refuses_a_context_file_with_an_unknown_field() {
+    let dir = scratch();
+    let ctx = write_context(&dir, 1, None);
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ctx).unwrap()).unwrap();
+    value["podsRemoved"][0]["ordnial"] = serde_json::json!(1);
+    value["toReplica"] = serde_json::json!(1);
+    for (field, text_) in [
+        ("ordnial", value.clone()),
+        ("toReplica", {
+            let mut v = value.clone();
+            v["podsRemoved"][0]
+                .as_object_mut()
+                .unwrap()
+                .remove("ordnial");
+            v
+        }),
+    ] {
+        std::fs::write(&ctx, text_.to_string()).unwrap();
+        let out = hoist(&[
+            "plugin",
+            "run",
+            plugin("fixture-noop").to_str().unwrap(),
+            "--hook",
+            "pre-scale",
+            "--context",
+            ctx.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success());
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("is not a hook context")
+                && stderr.contains(&format!("unknown field `{field}`")),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]
@@ -387,6 +465,293 @@ fn run_drives_a_hook_against_a_local_worker_and_prints_json() {
             "PUT /v1/info/state HTTP/1.1 \"ACTIVE\" user=true",
         ]
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn run_until_done_hands_each_state_to_the_next_call() {
+    let (addr, seen) = trino_worker();
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = scratch();
+    // The worker drains at the second poll; trino-drain polls every 2 s (the context's config).
+    let ctx = write_context(&dir, port, None);
+    let out = hoist(&[
+        "plugin",
+        "run",
+        plugin("trino-drain").to_str().unwrap(),
+        "--hook",
+        "pre-scale",
+        "--context",
+        ctx.to_str().unwrap(),
+        "--allow-host",
+        &addr,
+        "--until-done",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let calls: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0]["outcome"], "inProgress");
+    assert_eq!(calls[0]["call"], 1);
+    assert_eq!(calls[1]["outcome"], "done");
+    assert_eq!(calls[1]["message"], "1 worker(s) drained");
+    // The second call resumed from the state: it polled, it did not ask to drain again.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().filter(|r| r.starts_with("PUT ")).count(),
+        1,
+        "{seen:?}"
+    );
+    let on_failure = hoist(&[
+        "plugin",
+        "run",
+        plugin("trino-drain").to_str().unwrap(),
+        "--hook",
+        "on-failure",
+        "--context",
+        ctx.to_str().unwrap(),
+        "--until-done",
+    ]);
+    assert!(!on_failure.status.success());
+    assert!(
+        text(&on_failure.stderr).contains("--until-done replays pre-scale and post-scale only"),
+        "{}",
+        text(&on_failure.stderr)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `hoist plugin new` → `cargo build` → `hoist plugin run --until-done`: the author's path with
+/// the Rust template, outside the plugins workspace, against a loopback worker.
+#[test]
+fn new_scaffolds_a_rust_plugin_that_builds_and_drains() {
+    let dir = scratch();
+    let project = dir.join("my-drain");
+    let sdk = repo_root().join("plugins/sdk");
+    let out = hoist(&[
+        "plugin",
+        "new",
+        "my-drain",
+        "--lang",
+        "rust",
+        "--dir",
+        project.to_str().unwrap(),
+        "--sdk-path",
+        sdk.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for file in ["Cargo.toml", "src/lib.rs", "context.json", "README.md"] {
+        assert!(project.join(file).is_file(), "{file} missing");
+    }
+    let again = hoist(&[
+        "plugin",
+        "new",
+        "my-drain",
+        "--dir",
+        project.to_str().unwrap(),
+    ]);
+    assert!(
+        text(&again.stderr).contains("exists and is not empty"),
+        "{}",
+        text(&again.stderr)
+    );
+    // The versions the plugins workspace builds with (no resolution, no download), and its
+    // target directory (the SDK's dependencies are compiled already).
+    std::fs::copy(
+        repo_root().join("plugins/Cargo.lock"),
+        project.join("Cargo.lock"),
+    )
+    .unwrap();
+    let target = plugins_dir().ancestors().nth(2).unwrap().to_path_buf();
+    let build = Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--offline",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .current_dir(&project)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", text(&build.stderr));
+    let wasm = target.join("wasm32-wasip2/release/my_drain.wasm");
+    let size = std::fs::metadata(&wasm).unwrap().len();
+    eprintln!("my_drain.wasm: {size} bytes (the template's release profile)");
+
+    let (addr, seen) = trino_worker();
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let ctx = write_context(&dir, port, None);
+    let out = hoist(&[
+        "plugin",
+        "run",
+        wasm.to_str().unwrap(),
+        "--hook",
+        "pre-scale",
+        "--context",
+        ctx.to_str().unwrap(),
+        "--allow-host",
+        &addr,
+        "--until-done",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let last: serde_json::Value =
+        serde_json::from_str(text(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["outcome"], "done", "{last}");
+    assert_eq!(last["message"], "1 pod(s) drained");
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|r| r.starts_with("PUT ") && r.contains("DRAINING")),
+        "{seen:?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `hoist plugin new --lang python` (the Python SDK's trino-drain example) built with the SDK's
+/// pinned componentize-py (`plugins/python/make-component`), checked and replayed against a
+/// loopback worker.
+#[test]
+fn a_python_plugin_from_the_template_builds_and_drains() {
+    sdk_template_builds_and_drains("python", "plugins/python", "app.py");
+}
+
+/// `hoist plugin new --lang js` (the JavaScript SDK's trino-drain example) built with the SDK's
+/// pinned componentize-js (`plugins/js/make-component`), checked and replayed against a
+/// loopback worker.
+#[test]
+fn a_javascript_plugin_from_the_template_builds_and_drains() {
+    sdk_template_builds_and_drains("js", "plugins/js", "app.js");
+}
+
+/// `validate-config` of `wasm` with a configuration holding an unknown field: refused, naming it.
+fn unknown_config_field_is_refused(wasm: &Path, ctx: &Path, dir: &Path) {
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"{"port": 1, "prot": 2}"#).unwrap();
+    let refused = hoist_with_home(
+        &[
+            "plugin",
+            "run",
+            wasm.to_str().unwrap(),
+            "--hook",
+            "validate-config",
+            "--context",
+            ctx.to_str().unwrap(),
+            "--config",
+            bad.to_str().unwrap(),
+        ],
+        dir,
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stdout).contains("unknown field `prot`"),
+        "{}",
+        text(&refused.stdout)
+    );
+}
+
+/// Scaffolds a `lang` project with the SDK at `sdk`, builds its `app` with the SDK's
+/// `make-component`, checks it, drains a loopback worker with `run --until-done`, and sees a
+/// configuration with an unknown field refused.
+fn sdk_template_builds_and_drains(lang: &str, sdk: &str, app: &str) {
+    let dir = scratch();
+    let project = dir.join("my-drain");
+    let sdk = repo_root().join(sdk);
+    let out = hoist(&[
+        "plugin",
+        "new",
+        "my-drain",
+        "--lang",
+        lang,
+        "--dir",
+        project.to_str().unwrap(),
+        "--sdk-path",
+        sdk.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let source = if lang == "python" {
+        project.clone()
+    } else {
+        project.join(app)
+    };
+    assert!(project.join(app).is_file());
+    let wasm = dir.join("my_drain.wasm");
+    let build = Command::new(sdk.join("make-component"))
+        .arg(&source)
+        .arg(&wasm)
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", text(&build.stderr));
+    assert_eq!(PathBuf::from(text(&build.stdout).trim()), wasm);
+    eprintln!("{}", text(&build.stderr).trim());
+    // One home for the calls below: the component compiles once, then loads from the cache.
+    let check = hoist_with_home(&["plugin", "check", wasm.to_str().unwrap()], &dir);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    assert!(
+        text(&check.stdout).contains("wit:     hoist:hooks@0.1.1"),
+        "{}",
+        text(&check.stdout)
+    );
+    eprintln!("{}", text(&check.stdout));
+
+    let (addr, seen) = trino_worker();
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let ctx = write_context(&dir, port, None);
+    let out = hoist_with_home(
+        &[
+            "plugin",
+            "run",
+            wasm.to_str().unwrap(),
+            "--hook",
+            "pre-scale",
+            "--context",
+            ctx.to_str().unwrap(),
+            "--allow-host",
+            &addr,
+            "--until-done",
+        ],
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let calls: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0]["outcome"], "inProgress");
+    assert_eq!(calls[1]["outcome"], "done");
+    assert_eq!(calls[1]["message"], "1 worker(s) drained");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen[..2],
+        [
+            "GET /v1/info/state HTTP/1.1  user=true".to_owned(),
+            "PUT /v1/info/state HTTP/1.1 \"DRAINING\" user=true".to_owned(),
+        ],
+        "{seen:?}"
+    );
+    unknown_config_field_is_refused(&wasm, &ctx, &dir);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -563,7 +563,8 @@ async fn rig(kind: Kind, sandbox: &Sandbox, wasm: &[u8], subnet: u8) -> Rig {
     cm.metadata.uid = Some("cm-uid".into());
     cm.metadata.resource_version = Some("1".into());
     cm_writer.apply_watcher_event(&watcher::Event::Apply(cm));
-    let (plugins, _loads) = controller::plugin_registry(sandbox.clone(), cm_store, metrics.clone());
+    let (plugins, _loads) =
+        controller::plugin_registry(sandbox.clone(), cm_store, None, metrics.clone());
     let targets = Targets::new(client.clone());
     let latest = Arc::new(LatestScalers::default());
     let recorder = Publisher::new(

@@ -11,7 +11,7 @@ use crate::bindings::types as wit;
 
 /// One pod of the scaled workload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodInfo {
     /// Pod name (or the future name of a pod still to be created).
     pub name: String,
@@ -28,7 +28,7 @@ pub struct PodInfo {
 
 /// The scaled workload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TargetRef {
     /// For example `apps/v1`.
     pub api_version: String,
@@ -40,7 +40,7 @@ pub struct TargetRef {
 
 /// What a hook is told about the operation (`scale-context` in WIT).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HookContext {
     /// Namespace of the Scaler.
     pub namespace: String,

@@ -22,15 +22,15 @@ impl Machine<'_> {
         let fail_open = hooks.failure_policy == FailurePolicy::FailOpen;
         let (digest, verdict) = match &self.obs.plugin {
             PluginAvailability::NotConfigured | PluginAvailability::Loading => {
-                let message = format!("loading plugin from ConfigMap {}", hooks.plugin.config_map);
+                let message = format!("loading plugin from {}", hooks.plugin.location());
                 self.hooks_condition = Some((false, "PluginLoading".into(), message.clone()));
                 self.plan.requeue_after = Some(PLUGIN_LOADING_POLL);
                 return HooksGate::Blocked(message);
             }
             PluginAvailability::Invalid { reason } => {
                 let message = format!(
-                    "plugin from ConfigMap {} is invalid: {reason}",
-                    hooks.plugin.config_map
+                    "plugin from {} is invalid: {reason}",
+                    hooks.plugin.location()
                 );
                 self.hooks_condition = Some((false, "PluginInvalid".into(), message.clone()));
                 return self.unusable_hooks(fail_open, message);
@@ -180,14 +180,14 @@ impl Machine<'_> {
             PluginAvailability::NotConfigured | PluginAvailability::Loading => (
                 false,
                 "PluginLoading".into(),
-                format!("loading plugin from ConfigMap {}", hooks.plugin.config_map),
+                format!("loading plugin from {}", hooks.plugin.location()),
             ),
             PluginAvailability::Invalid { reason } => (
                 false,
                 "PluginInvalid".into(),
                 format!(
-                    "plugin from ConfigMap {} is invalid: {reason}",
-                    hooks.plugin.config_map
+                    "plugin from {} is invalid: {reason}",
+                    hooks.plugin.location()
                 ),
             ),
             PluginAvailability::NotAdmitted { reason } => {

@@ -55,10 +55,7 @@ pub(super) fn spec() -> ScalerSpec {
 
 pub(super) fn hooks(policy: FailurePolicy) -> Hooks {
     Hooks {
-        plugin: PluginRef {
-            config_map: "drain".into(),
-            ..PluginRef::default()
-        },
+        plugin: PluginRef::config_map("drain"),
         config: Some(serde_json::json!({"port": 8080})),
         failure_policy: policy,
         ..Hooks::default()

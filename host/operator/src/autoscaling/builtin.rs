@@ -29,8 +29,8 @@ use hoist_decide::modes::builtin::{Memory, Reading, TickInput, tick};
 use kube::ResourceExt;
 
 use crate::act::Actor;
-use crate::hook_access::{HookAccess, network_grant};
-use crate::metric_source::{self, MetricEgress, MetricsClient, PodTarget};
+use crate::hook_access::{HookAccess, OperatorEgress};
+use crate::metric_source::{self, MetricsClient, PodTarget};
 use crate::target::Targets;
 use hoist_decide::Observation;
 
@@ -154,13 +154,10 @@ impl Builtin {
                 builtin.metrics.len()
             ];
         };
-        let egress = self.access.as_ref().map(|a| {
-            let namespace = scaler.namespace().unwrap_or_default();
-            MetricEgress {
-                grant: network_grant(&a.policies().grant(&namespace), &namespace, &[]),
-                forbidden: a.forbidden().clone(),
-            }
-        });
+        let egress = self
+            .access
+            .as_ref()
+            .map(|a| OperatorEgress::for_namespace(a, &scaler.namespace().unwrap_or_default()));
         let needs_pods = builtin.metrics.iter().any(|m| m.pods.is_some());
         let pods: Result<Vec<PodTarget>, String> =
             match (&crate::observe::pod_selector(observed), needs_pods) {

@@ -1,6 +1,7 @@
 //! Subcommands of the `hoist` binary, one module each.
 pub mod crds;
 pub mod plugin;
+pub mod plugin_new;
 pub mod run;
 pub mod simulate;
 

@@ -4,6 +4,9 @@
 //! - `run FILE --hook pre-scale --context CTX.json [--allow-host H]...`: run one hook against a
 //!   context file and print the outcome as JSON.
 //! - `pack FILE --name NAME [--namespace NS]`: print a `ConfigMap` YAML holding the component.
+//! - `new NAME --lang rust`: scaffold a plugin project (`plugin_new.rs`).
+//! - `push FILE oci://REGISTRY/REPOSITORY[:TAG]`: publish it as a Wasm OCI artifact; print the
+//!   pinned reference for `spec.hooks.plugin.oci.reference` and the component's sha256.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -40,14 +43,41 @@ pub enum Command {
         #[arg(long)]
         namespace: Option<String>,
     },
+    /// Publish the plugin to an OCI registry (HTTPS); print the pinned reference and the
+    /// component's sha256.
+    Push(PushArgs),
+    /// Create a plugin project from a template (hook, build recipe, context file, README).
+    New(crate::cli::plugin_new::NewArgs),
+}
+
+/// Arguments of `hoist plugin push`.
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    /// The component (`.wasm`).
+    file: PathBuf,
+    /// Where to: `oci://REGISTRY/REPOSITORY[:TAG]` (tag `latest` when omitted).
+    destination: String,
+    /// Registry user (anonymous without it).
+    #[arg(long, env = "HOIST_REGISTRY_USERNAME")]
+    username: Option<String>,
+    /// Read the registry password from standard input (else from `HOIST_REGISTRY_PASSWORD`).
+    #[arg(long)]
+    password_stdin: bool,
+    /// PEM file of CA certificates trusted besides the public roots.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
 }
 
 /// Sandbox settings shared by `check` and `run`.
 #[derive(Debug, clap::Args)]
 pub struct SandboxArgs {
-    /// Directory for precompiled plugins, so a second check or run does not compile again.
+    /// Directory for precompiled plugins, so a second check or run does not compile again
+    /// (default `~/.cache/hoist/plugins`).
     #[arg(long, env = "HOIST_PLUGIN_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Compile every time; keep nothing on disk.
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
     /// Memory limit of the plugin instance (all its memories together), in MiB.
     #[arg(long, default_value_t = 128)]
     memory_limit_mib: u64,
@@ -105,6 +135,14 @@ pub struct RunArgs {
     /// Replace the context's `config` with the contents of this JSON file.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// For `pre-scale` and `post-scale`: while the hook answers `inProgress`, wait its
+    /// `retryAfter` and call again with its `state` as `savedState` (the attempt and the
+    /// elapsed time advancing as in the operator); print one JSON line per call.
+    #[arg(long)]
+    until_done: bool,
+    /// With `--until-done`: most calls before giving up.
+    #[arg(long, default_value_t = 100)]
+    max_calls: u32,
     /// For `on-failure`: the stage that failed.
     #[arg(long, value_enum, default_value = "pre-scaling")]
     failure_stage: StageArg,
@@ -142,6 +180,77 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             name,
             namespace,
         } => pack(&file, &name, namespace.as_deref()),
+        Command::Push(args) => push(&args),
+        Command::New(args) => crate::cli::plugin_new::run(&args),
+    }
+}
+
+fn push(args: &PushArgs) -> anyhow::Result<()> {
+    let reference = args.destination.strip_prefix("oci://").with_context(|| {
+        format!(
+            "{:?}: the destination is oci://REGISTRY/REPOSITORY[:TAG]",
+            args.destination
+        )
+    })?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    // A component starts with the Wasm magic and the component-model layer (0x0d 0x00 0x01 0x00).
+    if !bytes.starts_with(b"\0asm\x0d\x00\x01\x00") {
+        bail!(
+            "{} is not a WebAssembly component (a core module or something else); build it for wasm32-wasip2",
+            args.file.display()
+        );
+    }
+    let auth = match &args.username {
+        None => oci_client::secrets::RegistryAuth::Anonymous,
+        Some(user) => {
+            let password = if args.password_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("reading the password from standard input")?;
+                line.trim_end_matches(['\r', '\n']).to_owned()
+            } else {
+                std::env::var("HOIST_REGISTRY_PASSWORD").context(
+                    "--username needs a password: --password-stdin or HOIST_REGISTRY_PASSWORD",
+                )?
+            };
+            oci_client::secrets::RegistryAuth::Basic(user.clone(), password)
+        }
+    };
+    let mut extra_ca_pem = Vec::new();
+    if let Some(path) = &args.ca_file {
+        extra_ca_pem
+            .push(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?);
+    }
+    let settings = crate::plugin_oci::RegistrySettings {
+        extra_ca_pem,
+        max_bytes: u64::MAX,
+    };
+    let digest = hoist_types::Digest::of(&bytes);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let pushed = runtime
+        .block_on(crate::plugin_oci::push(&settings, reference, bytes, &auth))
+        .map_err(anyhow::Error::msg)?;
+    println!("{}", pushed.pinned);
+    println!("sha256 {digest}");
+    Ok(())
+}
+
+impl SandboxArgs {
+    /// The cache directory in effect: the flag's, else the default, none with `--no-cache`.
+    fn cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        Some(
+            self.cache_dir
+                .clone()
+                .unwrap_or_else(crate::cli::run::default_cache_dir),
+        )
     }
 }
 
@@ -149,7 +258,7 @@ fn new_sandbox(args: &SandboxArgs) -> anyhow::Result<Sandbox> {
     Sandbox::new(SandboxConfig {
         // As `hoist run`: the directory may be shared (an emptyDir); the cache is private in it.
         cache_dir: args
-            .cache_dir
+            .cache_dir()
             .as_deref()
             .map(hoist_sandbox::private_cache_dir),
         // Compiled in a bounded worker process, as `hoist run` does.
@@ -193,7 +302,7 @@ fn check(file: &Path, args: &SandboxArgs) -> anyhow::Result<()> {
     println!("wit:     hoist:hooks@{}", plugin.wit_version());
     println!("exports: {}", plugin.exports().join(", "));
     let ms = took.as_secs_f64() * 1000.0;
-    match (&args.cache_dir, source) {
+    match (&args.cache_dir(), source) {
         (Some(dir), LoadSource::DiskCache) => {
             println!("load:    cache hit in {ms:.1} ms ({})", dir.display());
         }
@@ -249,17 +358,20 @@ fn run_hook(args: &RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if args.until_done {
+        if !matches!(args.hook, HookArg::PreScale | HookArg::PostScale) {
+            bail!("--until-done replays pre-scale and post-scale only");
+        }
+        return runtime.block_on(replay(args, &sandbox, &plugin, ctx, options));
+    }
     let started = Instant::now();
     let result: Result<serde_json::Value, SandboxError> = runtime.block_on(async {
         match args.hook {
-            HookArg::PreScale => sandbox
-                .pre_scale(&plugin, &ctx, &options)
-                .await
-                .map(|o| outcome_json(&o)),
-            HookArg::PostScale => sandbox
-                .post_scale(&plugin, &ctx, &options)
-                .await
-                .map(|o| outcome_json(&o)),
+            HookArg::PreScale | HookArg::PostScale => {
+                call_stage_hook(args.hook, &sandbox, &plugin, &ctx, &options)
+                    .await
+                    .map(|o| outcome_json(&o))
+            }
             HookArg::OnFailure => sandbox
                 .on_failure(&plugin, &ctx, &failure, &options)
                 .await
@@ -285,6 +397,68 @@ fn run_hook(args: &RunArgs) -> anyhow::Result<()> {
     }
 }
 
+/// `pre-scale` or `post-scale`, as `hook` says.
+async fn call_stage_hook(
+    hook: HookArg,
+    sandbox: &Sandbox,
+    plugin: &Plugin,
+    ctx: &HookContext,
+    options: &CallOptions,
+) -> Result<HookOutcome, SandboxError> {
+    if hook == HookArg::PostScale {
+        sandbox.post_scale(plugin, ctx, options).await
+    } else {
+        sandbox.pre_scale(plugin, ctx, options).await
+    }
+}
+
+/// `--until-done`: calls the stage hook until it is done, fails or `--max-calls` is reached,
+/// handing each `inProgress` state to the next call as the operator does.
+async fn replay(
+    args: &RunArgs,
+    sandbox: &Sandbox,
+    plugin: &Plugin,
+    mut ctx: HookContext,
+    mut options: CallOptions,
+) -> anyhow::Result<()> {
+    let stage_started = Instant::now();
+    for call in 1..=args.max_calls {
+        let started = Instant::now();
+        let result = call_stage_hook(args.hook, sandbox, plugin, &ctx, &options).await;
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok(outcome) => {
+                let mut value = outcome_json(&outcome);
+                value["call"] = json!(call);
+                value["elapsedMs"] = json!(elapsed_ms);
+                println!("{}", serde_json::to_string(&value)?);
+                match outcome {
+                    HookOutcome::Done { .. } => return Ok(()),
+                    HookOutcome::InProgress {
+                        state, retry_after, ..
+                    } => {
+                        tokio::time::sleep(retry_after).await;
+                        ctx.saved_state = Some(state);
+                        ctx.attempt = ctx.attempt.saturating_add(1);
+                        ctx.elapsed_in_stage = stage_started.elapsed();
+                        options.identity.attempt = ctx.attempt;
+                    }
+                }
+            }
+            Err(err) => {
+                let value = json!({"outcome": "error", "call": call, "reason": err.reason(), "message": err.to_string(), "elapsedMs": elapsed_ms});
+                println!("{}", serde_json::to_string(&value)?);
+                bail!("{} {}: {err}", args.file.display(), err.reason())
+            }
+        }
+    }
+    bail!(
+        "{}: still in progress after {} calls (--max-calls)",
+        args.file.display(),
+        args.max_calls
+    )
+}
+
 fn outcome_json(outcome: &HookOutcome) -> serde_json::Value {
     match outcome {
         HookOutcome::Done { message } => json!({"outcome": "done", "message": message}),
@@ -306,6 +480,7 @@ fn pack(file: &Path, name: &str, namespace: Option<&str>) -> anyhow::Result<()> 
     // Refuse to package something the operator would reject.
     let sandbox = new_sandbox(&SandboxArgs {
         cache_dir: None,
+        no_cache: true,
         memory_limit_mib: 128,
         compile_cpu_seconds: 60,
         compile_memory_mib: 1024,

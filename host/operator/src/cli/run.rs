@@ -55,6 +55,13 @@ pub struct Args {
     /// Address space a plugin's compilation may use (in a worker process), in MiB.
     #[arg(long, env = "HOIST_PLUGIN_COMPILE_MEMORY_MIB", default_value_t = 1024)]
     pub plugin_compile_memory_mib: u64,
+    /// Largest plugin pulled from an OCI registry, in MiB (a ConfigMap holds 1 MiB at most).
+    #[arg(long, env = "HOIST_PLUGIN_MAX_MIB", default_value_t = 64)]
+    pub plugin_max_mib: u64,
+    /// PEM file of CA certificates trusted for plugin registries, besides the public roots
+    /// (a registry with a private CA). Repeat for several.
+    #[arg(long, env = "HOIST_PLUGIN_REGISTRY_CA", value_delimiter = ',')]
+    pub plugin_registry_ca: Vec<PathBuf>,
     /// Compete for a Lease and act only while holding it.
     #[arg(long, env = "HOIST_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
@@ -110,7 +117,8 @@ fn default_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-fn default_cache_dir() -> PathBuf {
+/// `~/.cache/hoist/plugins` (`/var/cache/hoist/plugins` without a home directory).
+pub fn default_cache_dir() -> PathBuf {
     std::env::var_os("HOME")
         .map_or_else(
             || PathBuf::from("/var/cache/hoist"),
@@ -264,8 +272,6 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
     metrics.leader.set(1);
     health.set_role(Role::Syncing);
 
-    let (cm_store, cm_writer) = controller::plugin_store();
-    let (plugins, loads) = controller::plugin_registry(sandbox.clone(), cm_store, metrics.clone());
     let (policies, policy_watch) = controller::policy_stores();
 
     let fence = leadership
@@ -286,6 +292,28 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
         "hooks and metric queries never reach these unless a HookPolicy names them"
     );
     let access = crate::hook_access::HookAccess::new(client.clone(), policies, forbidden);
+    let mut extra_ca_pem = Vec::new();
+    for path in &args.plugin_registry_ca {
+        extra_ca_pem.push(
+            std::fs::read(path).map_err(|source| OperatorError::ReadRegistryCa {
+                path: path.display().to_string(),
+                source,
+            })?,
+        );
+    }
+    let oci = crate::plugins::OciSources {
+        puller: crate::plugin_oci::OciPuller::new(
+            client.clone(),
+            crate::plugin_oci::RegistrySettings {
+                extra_ca_pem,
+                max_bytes: args.plugin_max_mib.saturating_mul(1024 * 1024),
+            },
+        ),
+        access: Some(access.clone()),
+    };
+    let (cm_store, cm_writer) = controller::plugin_store();
+    let (plugins, loads) =
+        controller::plugin_registry(sandbox.clone(), cm_store, Some(oci), metrics.clone());
     let (autoscalers, autoscaling_triggers) = Autoscalers::new(
         client.clone(),
         args.namespace.clone(),

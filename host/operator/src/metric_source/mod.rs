@@ -55,6 +55,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use crate::error::OperatorError;
+use crate::hook_access::OperatorEgress;
 
 /// One ready pod to scrape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,47 +186,6 @@ impl Reading {
     }
 }
 
-/// Where a Scaler's Prometheus queries may connect: what the cluster policies grant its
-/// namespace, never the forbidden addresses (the rules of hook requests, without a Scaler
-/// allow-list: the address is the Scaler's own choice).
-#[derive(Debug, Clone)]
-pub struct MetricEgress {
-    pub grant: hoist_sandbox::NetworkGrant,
-    pub forbidden: hoist_sandbox::ForbiddenAddrs,
-}
-
-impl MetricEgress {
-    /// Whether the Prometheus at `address` (checked to be an http(s) URL) may be queried: its
-    /// host is a canonical name or address, and every address it resolves to is granted and
-    /// not forbidden.
-    async fn check(&self, address: &str) -> Result<(), String> {
-        let url = reqwest::Url::parse(address).map_err(|e| e.to_string())?;
-        let host = url.host_str().unwrap_or_default().to_owned();
-        let port = url.port_or_known_default().unwrap_or(80);
-        let egress = hoist_sandbox::Egress::new(
-            hoist_sandbox::AllowList::new([host.as_str()]),
-            self.grant.clone(),
-            self.forbidden.clone(),
-        );
-        match tokio::time::timeout(
-            MetricsClient::DEFAULT_TIMEOUT,
-            egress.resolve_checked(&host, port),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(refusal)) => Err(format!(
-                "refused by the cluster's HookPolicies: {refusal}; a cluster admin grants \
-                 Prometheus addresses in a HookPolicy's spec.egress"
-            )),
-            Err(_) => Err(format!(
-                "resolving {host} took longer than {:?}",
-                MetricsClient::DEFAULT_TIMEOUT
-            )),
-        }
-    }
-}
-
 /// Reads `metric` (the `index`-th of `spec.autoscaling.builtin.metrics` of Scaler `scaler`,
 /// given as `namespace/name`); `pods` are the target's ready pods (used by a pods metric only).
 /// A Prometheus address is first checked against `egress` when given.
@@ -235,7 +195,7 @@ pub async fn read(
     index: usize,
     pods: &[PodTarget],
     client: &MetricsClient,
-    egress: Option<&MetricEgress>,
+    egress: Option<&OperatorEgress>,
 ) -> Result<Reading, OperatorError> {
     let field = |tail: &str| format!("spec.autoscaling.builtin.metrics[{index}]{tail}");
     let check = |tail: &str, reason: String| OperatorError::CheckMetric {
