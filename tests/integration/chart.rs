@@ -647,7 +647,10 @@ async fn chart_examples_are_valid_scalers() {
         }
         if let Some(hooks) = &typed.spec.hooks {
             let config_map = hooks.plugin.config_map.as_deref().unwrap_or_else(|| {
-                panic!("{}: the examples ship plugins as ConfigMaps", file.display())
+                panic!(
+                    "{}: the examples ship plugins as ConfigMaps",
+                    file.display()
+                )
             });
             validate_config(file, config_map, hooks.config.as_ref());
         }

@@ -21,8 +21,8 @@ use hoist_tests::trino::pod_ips;
 use hoist_tests::{Cluster, TestNamespace, wait};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
-use kube::api::{ListParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{ListParams, PostParams};
 use serde_json::{Value, json};
 
 /// An operator watching only `ns`.
