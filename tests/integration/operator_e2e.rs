@@ -662,6 +662,30 @@ async fn killed_in_scaling_a_new_operator_resumes_the_same_operation() {
         !seen.is_empty() && seen.iter().all(|i| *i == id),
         "one operation throughout: {seen:?}"
     );
+
+    // The Widget kind is watched, found at run time from the Scaler's targetRef, not only
+    // polled: the watch saw the Widget.
+    wait::until(LONG, "the new operator watches Widgets", || {
+        let op2 = &op2;
+        async move {
+            let m = op2.metrics().await?;
+            Ok(
+                (metric(&m, "hoist_watched_target_kinds", &[]) - 1.0).abs() < 0.5
+                    && metric(
+                        &m,
+                        "hoist_target_watch_events_total",
+                        &[("kind", "fixtures.hoist.dev/v1 Widget")],
+                    ) >= 1.0,
+            )
+        }
+    })
+    .await
+    .unwrap_or_else(|err| panic!("{err:#}\noperator log:\n{}", op2.log()));
+    assert!(
+        op2.log().contains("watching a kind Scalers target"),
+        "{}",
+        op2.log()
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 //! The Scaler controller: runs [`reconcile`](crate::reconcile::reconcile) for each Scaler.
-//! Watches Scalers, the workloads they target (StatefulSets, Deployments, ReplicaSets; other
-//! kinds are polled through requeues) and the plugin ConfigMaps, mapping changes back to the
-//! Scalers that use them.
+//! Watches Scalers, the workloads they target (StatefulSets, Deployments, ReplicaSets here;
+//! other kinds through [`crate::target_watch`]) and the plugin ConfigMaps, mapping changes
+//! back to the Scalers that use them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -495,6 +495,13 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
         caches_synced,
     );
 
+    crate::target_watch::spawn(
+        client.clone(),
+        namespace.map(str::to_owned),
+        store.clone(),
+        trigger.clone(),
+        context.metrics.clone(),
+    );
     spawn_load_reports(loads, store.clone(), recorder, trigger.clone());
     spawn_pruner(store.clone(), context.clone(), scalers_listed_rx);
 

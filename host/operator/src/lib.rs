@@ -47,3 +47,4 @@ pub mod policy;
 pub mod reconcile;
 pub mod rivals;
 pub mod target;
+pub mod target_watch;

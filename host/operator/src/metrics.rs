@@ -36,6 +36,13 @@ pub struct MethodLabels {
     pub method: String,
 }
 
+/// A target kind (`apiVersion kind`) of the watches of [`crate::target_watch`]; at most
+/// [`crate::target_watch::MAX_WATCHED_KINDS`] values.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabels {
     pub stage: String,
@@ -60,6 +67,8 @@ pub struct Metrics {
     pub scale_writes: Counter,
     pub leader: Gauge,
     pub kube_requests: Family<MethodLabels, Counter>,
+    pub watched_target_kinds: Gauge,
+    pub target_watch_events: Family<KindLabels, Counter>,
 }
 
 impl Metrics {
@@ -128,6 +137,18 @@ impl Metrics {
             "Requests sent to the Kubernetes API server, by HTTP method (watches count once)",
             kube_requests.clone(),
         );
+        let watched_target_kinds = Gauge::default();
+        registry.register(
+            "watched_target_kinds",
+            "Target kinds beyond StatefulSet, Deployment and ReplicaSet that hoist watches",
+            watched_target_kinds.clone(),
+        );
+        let target_watch_events = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "target_watch_events",
+            "Changes seen by the watches of target kinds beyond the built-in ones, by kind",
+            target_watch_events.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -140,6 +161,8 @@ impl Metrics {
             scale_writes,
             leader,
             kube_requests,
+            watched_target_kinds,
+            target_watch_events,
         }
     }
 
