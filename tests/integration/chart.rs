@@ -500,14 +500,17 @@ async fn chart_installs_and_its_service_account_runs_the_operator() {
     let statefulsets: Api<StatefulSet> = ns.api();
 
     // The operator as the chart runs it: the chart's arguments, POD_NAME/POD_NAMESPACE as the
-    // downward API sets them, and the chart's ServiceAccount. `--namespace` keeps it out of
-    // the other tests' namespaces (the ClusterRole grants the same verbs everywhere).
+    // downward API sets them, and the chart's ServiceAccount. The chart's default is the
+    // release's namespace only: `--namespace` and a Role there.
     let kubeconfig = service_account_kubeconfig(cluster, &ns, &fullname)
         .await
         .unwrap();
     let identity = format!("{release}-operator-0");
-    let mut extra_args = run_args;
-    extra_args.extend(["--namespace".to_string(), ns.name.clone()]);
+    assert!(
+        run_args.contains(&format!("--namespace={}", ns.name)),
+        "the chart watches its own namespace by default: {run_args:?}"
+    );
+    let extra_args = run_args;
     let operator = Operator::start(
         cluster,
         &OperatorOptions {
@@ -770,12 +773,62 @@ fn kinds(objects: &[Value]) -> Vec<String> {
     kinds
 }
 
+/// Namespaced unless asked: a Role in the release's namespace and the operator watching it;
+/// `clusterWide` is the opt-in for every namespace, and cannot be combined with
+/// `watchNamespace`.
+#[test]
+fn chart_is_namespaced_unless_cluster_wide_is_asked_for() {
+    let namespaced = render(&[]).unwrap();
+    assert_eq!(
+        kinds(&namespaced),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "HookPolicy",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    assert!(find(&namespaced, "ClusterRole", "hoist").is_none());
+    assert_eq!(
+        find(&namespaced, "Role", "hoist").unwrap()["metadata"]["namespace"],
+        "hoist-system"
+    );
+    let args = &find(&namespaced, "Deployment", "hoist").unwrap()["spec"]["template"]["spec"]["containers"]
+        [0]["args"];
+    assert!(
+        args.as_array()
+            .unwrap()
+            .contains(&json!("--namespace=hoist-system")),
+        "{args}"
+    );
+    let both = render(&["clusterWide=true", "watchNamespace=team-a"]).expect_err("not both");
+    assert!(both.to_string().contains("not both"), "{both}");
+    let every = render(&["clusterWide=true"]).unwrap();
+    assert!(find(&every, "Role", "hoist").is_none());
+    let args = &find(&every, "Deployment", "hoist").unwrap()["spec"]["template"]["spec"]["containers"]
+        [0]["args"];
+    assert!(
+        !args
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| a.starts_with("--namespace"))),
+        "{args}"
+    );
+}
+
 /// What the values switch on and off: the `ServiceMonitor` only when enabled, the RBAC as a
-/// `ClusterRole` or (`watchNamespace`) as a Role with the same rules, the Lease Role bound to the
-/// lease the Deployment uses, and a clear error for a bad plugin entry.
+/// `ClusterRole` (`clusterWide`) or (`watchNamespace`) as a Role with the same rules, the Lease
+/// Role bound to the lease the Deployment uses, and a clear error for a bad plugin entry.
 #[test]
 fn chart_values_render_what_they_say() {
-    let default = render(&[]).unwrap();
+    let default = render(&["clusterWide=true"]).unwrap();
     assert_eq!(
         kinds(&default),
         [
@@ -830,7 +883,7 @@ fn chart_values_render_what_they_say() {
     assert!(may_write(cluster_rules, "scaledobjects"));
     // Without RBAC for a mode's kind, the operator runs with that mode off; it still watches
     // every HPA (read only), to report one that fights a Scaler.
-    let without = render(&["rbac.hpa=false", "rbac.keda=false"]).unwrap();
+    let without = render(&["clusterWide=true", "rbac.hpa=false", "rbac.keda=false"]).unwrap();
     let rules = &find(&without, "ClusterRole", "hoist").unwrap()["rules"];
     assert!(!may_write(rules, "horizontalpodautoscalers"));
     assert!(has_rule(rules, "horizontalpodautoscalers"));
@@ -880,7 +933,7 @@ fn chart_values_render_what_they_say() {
 /// `resourceNames` when listed), and the default `HookPolicy` the values describe.
 #[test]
 fn chart_renders_the_trust_boundary() {
-    let default = render(&[]).unwrap();
+    let default = render(&["clusterWide=true"]).unwrap();
     let cluster_rules = &find(&default, "ClusterRole", "hoist").unwrap()["rules"];
     // Also in one namespace, hoist reads the cluster's HookPolicies and the namespaces' labels
     // (read only); and it only ever gets Secrets and ConfigMaps by name.
@@ -901,7 +954,11 @@ fn chart_renders_the_trust_boundary() {
         .find(|r| r["resources"] == json!(["secrets"]))
         .unwrap();
     assert_eq!(secrets["verbs"], json!(["get"]));
-    let named = render(&["rbac.secretNames={nifi-login,nifi-client-tls}"]).unwrap();
+    let named = render(&[
+        "clusterWide=true",
+        "rbac.secretNames={nifi-login,nifi-client-tls}",
+    ])
+    .unwrap();
     let named_rules = &find(&named, "ClusterRole", "hoist").unwrap()["rules"];
     let secrets = named_rules
         .as_array()

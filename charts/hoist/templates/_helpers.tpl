@@ -27,3 +27,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The one namespace hoist watches and acts in, or "" for every namespace. Namespaced by default
+(the release's namespace, or watchNamespace); every namespace only when clusterWide is set.
+*/}}
+{{- define "hoist.watchNamespace" -}}
+{{- if .Values.clusterWide -}}
+{{- if .Values.watchNamespace -}}
+{{- fail "set watchNamespace (one namespace) or clusterWide=true (every namespace), not both" -}}
+{{- end -}}
+{{- else -}}
+{{- default .Release.Namespace .Values.watchNamespace -}}
+{{- end -}}
+{{- end -}}

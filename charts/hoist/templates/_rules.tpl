@@ -1,6 +1,7 @@
 {{/*
 What hoist does in the namespaces it watches, and nothing more; each rule names the code that
-needs it. Rendered into a ClusterRole, or into a Role when watchNamespace is set.
+needs it. Rendered into a Role of the one namespace hoist watches, or into a ClusterRole when
+clusterWide is set.
 */}}
 {{- define "hoist.rules" -}}
 # Scalers: the controller lists and watches them, re-reads one (get) after a status write

@@ -34,7 +34,7 @@ pub async fn observe(
     };
     let plugin = match &scaler.spec.hooks {
         None => PluginAvailability::NotConfigured,
-        Some(hooks) => match plugins.availability(&namespace, &hooks.plugin) {
+        Some(hooks) => match plugins.availability(&namespace, &hooks.plugin, policies) {
             PluginAvailability::Ready { digest } => match policies.admission(&namespace, &digest) {
                 Admission::Admitted { .. } => PluginAvailability::Ready { digest },
                 Admission::Refused(reason) => PluginAvailability::NotAdmitted { reason },

@@ -27,9 +27,17 @@ use crate::hook_access::{HookAccess, OperatorEgress};
 use crate::metrics::{Metrics, ResultLabels};
 use crate::plugin_configmap;
 use crate::plugin_oci::OciPuller;
+use crate::policy::{Admission, Policies};
 
 /// The label that marks a ConfigMap as a plugin source (and lets the operator watch it).
 pub const PLUGIN_LABEL: &str = "hoist.dev/plugin";
+
+/// Plugins compiled at once. Each compilation is a worker process of up to the compile
+/// memory bound (1 GiB by default) beside the operator: distinct plugins arriving together
+/// (tenants' ConfigMaps, OCI pins) queue here instead of adding up. Two, so that one big
+/// plugin compiling (an 18 MB Python component takes tens of seconds) does not hold up the
+/// next.
+pub const MAX_CONCURRENT_COMPILES: usize = 2;
 
 /// Where a plugin comes from: a ConfigMap key or an OCI artifact, for a namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -159,6 +167,8 @@ pub struct PluginRegistry {
     inner: Arc<Mutex<Inner>>,
     finished: mpsc::UnboundedSender<LoadFinished>,
     metrics: Arc<Metrics>,
+    /// [`MAX_CONCURRENT_COMPILES`] permits.
+    compiles: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for PluginRegistry {
@@ -183,9 +193,25 @@ impl PluginRegistry {
                 inner: Arc::default(),
                 finished,
                 metrics,
+                compiles: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_COMPILES)),
             },
             rx,
         )
+    }
+
+    /// Loads `bytes` (verify and compile, or a cache hit) on the blocking pool, once one of the
+    /// [`MAX_CONCURRENT_COMPILES`] permits is free.
+    async fn load(&self, bytes: Vec<u8>) -> Result<Arc<Plugin>, String> {
+        let _permit = self
+            .compiles
+            .acquire()
+            .await
+            .map_err(|e| format!("the compile queue is closed: {e}"))?;
+        let sandbox = self.sandbox.clone();
+        tokio::task::spawn_blocking(move || sandbox.load(&bytes))
+            .await
+            .map_err(|e| format!("the load task failed: {e}"))?
+            .map_err(|e| e.to_string())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -308,12 +334,19 @@ impl PluginRegistry {
 
     /// What the state machine should know about the plugin a Scaler names, starting a
     /// background load (and, for an OCI artifact, pull) when the current bytes are not loaded
-    /// yet.
-    pub fn availability(&self, namespace: &str, plugin: &PluginRef) -> PluginAvailability {
+    /// yet. Only a plugin `policies` admit in `namespace` is compiled: one they refuse is
+    /// `NotAdmitted` before any of its code is looked at (and compiled once an admin adds its
+    /// digest; the policy watch reconciles its Scalers).
+    pub fn availability(
+        &self,
+        namespace: &str,
+        plugin: &PluginRef,
+        policies: &Policies,
+    ) -> PluginAvailability {
         let source = SourceKey::new(namespace, plugin);
         let pin = plugin.sha256.as_deref();
         if let SourceKey::Oci { .. } = source {
-            return self.oci_availability(source, pin);
+            return self.oci_availability(source, pin, policies);
         }
         let fallback = |reason: String, inner: &Inner| match inner.last_good.get(&source) {
             Some(good)
@@ -347,6 +380,11 @@ impl PluginRegistry {
             return fallback(reason, &inner);
         }
         if !inner.loading.contains(&digest) {
+            match policies.admission(namespace, &digest) {
+                Admission::Admitted { .. } => {}
+                Admission::Refused(reason) => return PluginAvailability::NotAdmitted { reason },
+                Admission::NotListedYet => return PluginAvailability::Loading,
+            }
             // The bytes: decoded above on a new version, or read again now (rare: the version
             // was seen before but its digest is not loaded, e.g. after it was unloaded).
             let bytes = match bytes {
@@ -380,13 +418,7 @@ impl PluginRegistry {
     fn spawn_load(&self, source: SourceKey, digest: Digest, bytes: Vec<u8>) {
         let this = self.clone();
         tokio::spawn(async move {
-            let sandbox = this.sandbox.clone();
-            let result = tokio::task::spawn_blocking(move || sandbox.load(&bytes)).await;
-            let error = match result {
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(join) => Some(format!("the load task failed: {join}")),
-            };
+            let error = this.load(bytes).await.err();
             {
                 let mut inner = this.lock();
                 inner.loading.remove(&digest);
@@ -419,7 +451,12 @@ impl PluginRegistry {
     /// [`Self::availability`] of an OCI source: pulled once per reference and credentials
     /// (a digest reference is immutable), pulled again after a failure with a backoff, or when
     /// its plugin was unloaded.
-    fn oci_availability(&self, source: SourceKey, pin: Option<&str>) -> PluginAvailability {
+    fn oci_availability(
+        &self,
+        source: SourceKey,
+        pin: Option<&str>,
+        policies: &Policies,
+    ) -> PluginAvailability {
         let mut inner = self.lock();
         let attempt = match inner.pulls.get(&source) {
             Some(OciPull::Pulling) => return PluginAvailability::Loading,
@@ -459,8 +496,15 @@ impl PluginRegistry {
                 if inner.loading.contains(&digest) {
                     return PluginAvailability::Loading;
                 }
-                // Unloaded since (no Scaler used it for a while): pull it again.
-                1
+                // Pulled, but not loaded: refused by the policies (not compiled), or unloaded
+                // since (no Scaler used it for a while). Pull it again once admitted.
+                match policies.admission(source.namespace(), &digest) {
+                    Admission::Admitted { .. } => 1,
+                    Admission::Refused(reason) => {
+                        return PluginAvailability::NotAdmitted { reason };
+                    }
+                    Admission::NotListedYet => return PluginAvailability::Loading,
+                }
             }
             Some(OciPull::Failed {
                 reason,
@@ -483,7 +527,7 @@ impl PluginRegistry {
         };
         inner.pulls.insert(source.clone(), OciPull::Pulling);
         drop(inner);
-        self.spawn_pull(oci, source, attempt);
+        self.spawn_pull(oci, source, attempt, policies.clone());
         PluginAvailability::Loading
     }
 
@@ -502,7 +546,7 @@ impl PluginRegistry {
     }
 
     /// Pulls an OCI source and loads what it holds, in the background; reports like a load.
-    fn spawn_pull(&self, oci: OciSources, source: SourceKey, attempt: u32) {
+    fn spawn_pull(&self, oci: OciSources, source: SourceKey, attempt: u32, policies: Policies) {
         let this = self.clone();
         tokio::spawn(async move {
             let SourceKey::Oci {
@@ -524,18 +568,19 @@ impl PluginRegistry {
                     this.lock()
                         .pulls
                         .insert(source.clone(), OciPull::Pulled(digest.clone()));
-                    if this.sandbox.get(&digest).is_some() {
+                    let admitted = matches!(
+                        policies.admission(namespace, &digest),
+                        Admission::Admitted { .. }
+                    );
+                    if !admitted {
+                        // Not compiled: the Scalers' next reconcile reads NotAdmitted.
+                        tracing::info!(%source, %digest, "plugin pulled; no HookPolicy admits it, so it is not compiled");
+                        Ok((digest, None, false))
+                    } else if this.sandbox.get(&digest).is_some() {
                         Ok((digest, None, false))
                     } else {
-                        let sandbox = this.sandbox.clone();
                         this.lock().loading.insert(digest.clone());
-                        let loaded =
-                            tokio::task::spawn_blocking(move || sandbox.load(&bytes)).await;
-                        let error = match loaded {
-                            Ok(Ok(_)) => None,
-                            Ok(Err(e)) => Some(e.to_string()),
-                            Err(join) => Some(format!("the load task failed: {join}")),
-                        };
+                        let error = this.load(bytes).await.err();
                         let mut inner = this.lock();
                         inner.loading.remove(&digest);
                         if let Some(reason) = &error {
@@ -557,7 +602,8 @@ impl PluginRegistry {
                             .inc();
                     }
                     match &error {
-                        None => tracing::info!(%source, %digest, "plugin loaded"),
+                        None if loaded_now => tracing::info!(%source, %digest, "plugin loaded"),
+                        None => {}
                         Some(reason) => {
                             tracing::warn!(%source, %digest, %reason, "plugin rejected");
                         }
@@ -636,11 +682,7 @@ impl PluginRegistry {
         let Ok(bytes) = current else {
             return Err(format!("{source} cannot be read"));
         };
-        let sandbox = self.sandbox.clone();
-        let loaded = tokio::task::spawn_blocking(move || sandbox.load(&bytes))
-            .await
-            .map_err(|e| format!("the load task failed: {e}"))?
-            .map_err(|e| e.to_string())?;
+        let loaded = self.load(bytes).await?;
         self.lock().last_good.insert(source, digest.clone());
         Ok(loaded)
     }
@@ -686,11 +728,7 @@ impl PluginRegistry {
                 "the operation runs plugin {digest}, which is neither loaded nor in the precompile cache, and {source} now holds {pulled}; retry the Scaler to start over with the current plugin"
             ));
         }
-        let sandbox = self.sandbox.clone();
-        let loaded = tokio::task::spawn_blocking(move || sandbox.load(&bytes))
-            .await
-            .map_err(|e| format!("the load task failed: {e}"))?
-            .map_err(|e| e.to_string())?;
+        let loaded = self.load(bytes).await?;
         self.lock()
             .pulls
             .insert(source.clone(), OciPull::Pulled(digest.clone()));

@@ -108,6 +108,9 @@ impl MetricsClient {
             .timeout(timeout)
             .connect_timeout(timeout)
             .no_proxy()
+            // Only the checked address is asked: a redirect would send the query to one no
+            // HookPolicy was asked about (a 3xx is reported as the answer it is).
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(OperatorError::BuildMetricsClient)?;

@@ -345,3 +345,53 @@ async fn a_pod_that_never_answers_times_out() {
     assert!(failures[0].reason.contains("timed out"), "{failures:?}");
     silent.abort();
 }
+
+/// A Prometheus address that redirects elsewhere: the query is not sent there (the address
+/// the policy checked is the only one asked) and the error says what came back.
+#[tokio::test]
+async fn a_redirect_from_prometheus_is_not_followed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    let elsewhere = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere_addr = elsewhere.local_addr().unwrap();
+    let asked_elsewhere = Arc::new(AtomicUsize::new(0));
+    let counter = asked_elsewhere.clone();
+    tokio::spawn(async move {
+        while let Ok((_stream, _)) = elsewhere.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let redirecting = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", redirecting.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = redirecting.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let answer = format!(
+                "HTTP/1.1 302 Found\r\nLocation: http://{elsewhere_addr}/api/v1/query\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+
+    let client = MetricsClient::new(Duration::from_secs(5)).unwrap();
+    let metric = BuiltinMetric {
+        prometheus: Some(PrometheusMetric {
+            address,
+            query: DEMAND_QUERY.to_owned(),
+            target: 5.0,
+        }),
+        pods: None,
+    };
+    let text = query_error(read("ns/s", &metric, 0, &[], &client, None).await);
+    assert!(text.contains("302"), "{text}");
+    assert_eq!(
+        asked_elsewhere.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+}
