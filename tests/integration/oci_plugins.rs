@@ -3,9 +3,11 @@
 //! real `hoist run` pulling with the credentials of a `kubernetes.io/dockerconfigjson` Secret.
 //!
 //! 1. A Python hook (the Python SDK's trino-drain example, 18 MB), pushed and pinned by its
-//!    manifest digest, drains two fake Trino workers on the leaving pods' IPs during a 3 → 1
-//!    scale-down; a second push (the JavaScript SDK's example, 13 MB) and a new pin swap it
-//!    without a restart: after a scale-up, the next 3 → 1 runs the JavaScript hook.
+//!    manifest digest; while it compiles, another Scaler of the same operator loads a plugin
+//!    and finishes a scale-down (compilation is off the reconcile path). The Python hook then
+//!    drains two fake Trino workers on the leaving pods' IPs during a 3 → 1 scale-down; a
+//!    second push (the JavaScript SDK's example, 13 MB) and a new pin swap it without a
+//!    restart: after a scale-up, the next 3 → 1 runs the JavaScript hook.
 //! 2. Pulls that cannot succeed say why in `HooksReady` (no credentials, a component pin the
 //!    artifact does not match, the registry down) and are retried: once the registry is back,
 //!    the plugin loads and the Scaler scales.
@@ -26,8 +28,8 @@ use std::time::Duration;
 
 use hoist_api::{Scaler, conditions};
 use hoist_tests::operator::{
-    Operator, OperatorOptions, apply_policy, delete_policy, hoist_binary, install_scaler_crd,
-    js_example_plugin, plugin_path, python_example_plugin,
+    Operator, OperatorOptions, apply_plugin_configmap, apply_policy, delete_policy, hoist_binary,
+    install_scaler_crd, js_example_plugin, plugin_path, python_example_plugin,
 };
 use hoist_tests::registry::{Registry, USERNAME};
 use hoist_tests::scenario::{
@@ -152,13 +154,18 @@ async fn create_pull_secret(ns: &TestNamespace, registry: &Registry) {
 }
 
 async fn create_scaler(ns: &TestNamespace, plugin: Value, config: Option<Value>) {
+    create_scaler_named(ns, NAME, plugin, config).await;
+}
+
+/// A Scaler `name` of StatefulSet `name`, hooked by `plugin`.
+async fn create_scaler_named(ns: &TestNamespace, name: &str, plugin: Value, config: Option<Value>) {
     let mut hooks = json!({"plugin": plugin});
     if let Some(config) = config {
         hooks["config"] = config;
     }
     let scaler: Scaler = serde_json::from_value(json!({
-        "apiVersion": "hoist.dev/v1alpha1", "kind": "Scaler", "metadata": {"name": NAME},
-        "spec": {"targetRef": sts_ref(NAME), "minReplicas": 1, "maxReplicas": 10,
+        "apiVersion": "hoist.dev/v1alpha1", "kind": "Scaler", "metadata": {"name": name},
+        "spec": {"targetRef": sts_ref(name), "minReplicas": 1, "maxReplicas": 10,
                  "hooks": hooks}
     }))
     .unwrap();
@@ -280,6 +287,37 @@ async fn a_pushed_python_hook_drains_a_scale_down_and_a_new_pin_swaps_it() {
         Some(json!({"port": port, "pollIntervalMs": 300})),
     )
     .await;
+
+    // While the 18 MB component compiles (in the background, in a worker process), another
+    // Scaler of the same operator loads its own plugin and finishes a 3 → 1 scale-down.
+    let other = "other";
+    create_statefulset(&ns, other, 3).await.unwrap();
+    apply_plugin_configmap(&ns, "noop", &plugin_path("fixture-noop").unwrap())
+        .await
+        .unwrap();
+    create_scaler_named(&ns, other, json!({"configMap": "noop"}), None).await;
+    set_desired(&ns, other, 1).await.unwrap();
+    let api = ns.api::<Scaler>();
+    wait::for_value(LONG, "Scaler other: Idle at 1", || {
+        let api = api.clone();
+        async move {
+            Ok(api
+                .get_opt(other)
+                .await?
+                .filter(|s| is_idle_at(s, 1))
+                .map(|_| ()))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\noperator log:\n{}", op.log()));
+    let web = api.get(NAME).await.unwrap();
+    assert!(
+        !loaded(&web, &python.sha256),
+        "the other Scaler finished before the Python hook was compiled, so this proves \
+         nothing about waiting for it; HooksReady: {:?}",
+        hooks_ready(&web)
+    );
+
     wait_scaler_for(
         &ns,
         &op,
