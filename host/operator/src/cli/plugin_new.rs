@@ -94,6 +94,10 @@ fn files(lang: Lang) -> &'static [(&'static str, &'static str)] {
                 include_str!("../../../../plugins/templates/js/README.md"),
             ),
             (".gitignore", "/node_modules\n*.wasm\n"),
+            // A `file:` SDK is installed as a copy with its dependencies, not as a link whose
+            // build script could not find componentize-js (npm installs no dependencies of a
+            // linked folder).
+            (".npmrc", "install-links=true\n"),
         ],
     }
 }
