@@ -192,12 +192,13 @@ async fn web_kpa_zero_wakes_from_prometheus_and_grows_on_the_pods_metric() {
     let scaler = example("web-kpa-zero.yaml", &ns.name, &prom.address());
     apply_example(ns, &scaler).await;
     let log = || prom.log();
-    let s = wait_idle_at(&env, "web", 0, &log).await;
-    assert_eq!(
-        s.spec.replicas,
-        Some(0),
-        "adopted at 0, spec.replicas seeded"
-    );
+    // Adopted at 0, and spec.replicas seeded: the seed is written after the status that says
+    // Idle, so wait for both (reading the first Idle snapshot raced the seed).
+    wait_idle_at(&env, "web", 0, &log).await;
+    kit::wait_scaler(&env, "web", "spec.replicas seeded with 0", |s| {
+        s.spec.replicas == Some(0)
+    })
+    .await;
 
     // Requests wait at the ingress: the prometheus metric wakes the Deployment (0 → 1).
     let waiting = "http_requests_waiting{service=\"web\"}";
