@@ -16,8 +16,12 @@
 #[path = "../tests/common/mod.rs"]
 #[allow(dead_code, unused_imports, clippy::all, clippy::pedantic)]
 mod common;
+#[path = "support/timing.rs"]
+mod timing;
 
 use std::time::{Duration, Instant};
+
+use timing::{measure, micros, millis};
 
 use hoist_sandbox::{HookRunner, LoadSource, Sandbox, SandboxConfig};
 use wasmtime::Store;
@@ -48,32 +52,6 @@ impl WasiHttpView for Floor {
             hooks: Default::default(),
         }
     }
-}
-
-/// Median of `rounds` batch means of `batch` iterations each.
-fn measure<F: FnMut()>(rounds: usize, batch: u32, mut f: F) -> Duration {
-    for _ in 0..batch {
-        f();
-    }
-    let mut means: Vec<Duration> = (0..rounds)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..batch {
-                f();
-            }
-            start.elapsed() / batch
-        })
-        .collect();
-    means.sort();
-    means[rounds / 2]
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 fn main() {

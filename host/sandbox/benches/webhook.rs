@@ -24,11 +24,14 @@
 #[path = "../tests/common/mod.rs"]
 #[allow(dead_code, unused_imports, clippy::all, clippy::pedantic)]
 mod common;
+#[path = "support/timing.rs"]
+#[allow(dead_code)]
+mod timing;
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hoist_sandbox::{HookContext, HookOutcome, HookRunner, Sandbox, SandboxConfig};
 use http_body_util::{BodyExt, Full};
@@ -36,6 +39,8 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+
+use timing::{measure, micros};
 
 const SERVE: &str = "HOIST_BENCH_WEBHOOK_SERVE";
 
@@ -175,30 +180,8 @@ async fn connect(port: u16) -> SendRequest<Full<Bytes>> {
     sender
 }
 
-/// Median of `rounds` batch means of `batch` iterations each (after one warm-up batch).
-fn measure<F: FnMut()>(rounds: usize, batch: u32, mut f: F) -> Duration {
-    for _ in 0..batch {
-        f();
-    }
-    let mut means: Vec<Duration> = (0..rounds)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..batch {
-                f();
-            }
-            start.elapsed() / batch
-        })
-        .collect();
-    means.sort();
-    means[rounds / 2]
-}
-
 fn kib(v: u64) -> f64 {
     f64::from(u32::try_from(v).unwrap())
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
 }
 
 /// A scale-down 5 → 3 of a Trino-like StatefulSet (the dispatch benchmark's context).
