@@ -1,110 +1,285 @@
-//! Scale bench (run by hand): many Scalers held by one operator.
+//! Scale bench (run by hand): many Scalers held by one operator, every desired count changed
+//! at once, and (with a hook) a new plugin version swapped in under all of them.
 //!
 //! ```sh
 //! cargo build --release -p hoist-operator --bin hoist
-//! HOIST_BENCH_SCALERS=5000 HOIST_TEST_CLUSTER_DIR=... cargo bench -p hoist-tests --bench scale
+//! HOIST_TEST_CLUSTER_DIR=... HOIST_BENCH_SCALERS=10000 HOIST_BENCH_TARGET=widget \
+//!   HOIST_BENCH_HOOK=1 cargo bench -p hoist-tests --bench scale
 //! ```
 //!
-//! Workloads are Widgets (tests/fixtures/widget-crd.yaml: a CRD with a /scale subresource),
-//! not StatefulSets: 5,000 kwok pods plus their StatefulSet controller work would load the
-//! 2-core machine far more than the operator under test. This bench plays the Widgets'
-//! controller: when a Widget's spec.replicas changes it copies it to status.replicas.
+//! - `HOIST_BENCH_SCALERS`: how many (default 1000).
+//! - `HOIST_BENCH_TARGET`: `widget` (default; `tests/fixtures/widget-crd.yaml`, a CRD with a
+//!   /scale subresource, watched by hoist through discovery; this bench plays its controller and
+//!   copies spec.replicas to status.replicas), `statefulset` or `deployment` (kwok pods, the
+//!   real controllers).
+//! - `HOIST_BENCH_HOOK=1`: every Scaler has the `fixture-noop` plugin, one ConfigMap shared by
+//!   all; after the mass change a new version of it (the same component with one more custom
+//!   section: a new digest) is applied, and the bench reports the swap.
 //!
-//! Prints: time until every Scaler adopted its Widget, the operator's VmRSS/VmHWM, its CPU
-//! over 60 s of idling, and the time until all Scalers settle (Idle at the new count) after
-//! every Scaler's desired count changes at once.
+//! Prints: time until every Scaler adopted its target, the operator's memory and idle CPU, the
+//! time until all settle after every desired count changes at once (1 -> 2), the API requests
+//! of that change by method and resource, and the operator's peak memory during it.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::print_stdout,
     clippy::cast_precision_loss,
     clippy::too_many_lines,
+    clippy::panic,
+    clippy::unchecked_time_subtraction,
     reason = "a bench binary"
 )]
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use hoist_api::{Scaler, Stage};
 use hoist_tests::operator::{
-    Operator, OperatorOptions, install_scaler_crd, install_widget_crd, widget_resource,
+    Operator, OperatorOptions, apply_plugin_configmap, install_scaler_crd, install_widget_crd,
+    plugin_path, samples, widget_resource,
 };
+use hoist_tests::process_stats::{cpu_time, memory, reset_peak};
 use hoist_tests::{Cluster, TestNamespace, wait};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const PARALLEL: usize = 48;
 
-/// (`VmRSS`, `VmHWM`) in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Widget,
+    StatefulSet,
+    Deployment,
 }
 
-/// utime + stime in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &text[text.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+impl Target {
+    fn from_env() -> Self {
+        match std::env::var("HOIST_BENCH_TARGET").as_deref() {
+            Ok("statefulset") => Self::StatefulSet,
+            Ok("deployment") => Self::Deployment,
+            Ok("widget") | Err(_) => Self::Widget,
+            Ok(other) => {
+                panic!("HOIST_BENCH_TARGET={other}: use widget, statefulset or deployment")
+            }
+        }
+    }
+
+    fn reference(self, name: &str) -> Value {
+        match self {
+            Self::Widget => {
+                json!({"apiVersion": "fixtures.hoist.dev/v1", "kind": "Widget", "name": name})
+            }
+            Self::StatefulSet => {
+                json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name})
+            }
+            Self::Deployment => {
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": name})
+            }
+        }
+    }
+
+    fn pod_spec(name: &str) -> Value {
+        json!({
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "worker", "image": "worker"}]}}
+        })
+    }
+
+    async fn create(self, ns: &TestNamespace, name: &str) -> anyhow::Result<()> {
+        match self {
+            Self::Widget => {
+                let ar = widget_resource();
+                let widgets: Api<DynamicObject> =
+                    Api::namespaced_with(ns.client.clone(), &ns.name, &ar);
+                let mut w = DynamicObject::new(name, &ar);
+                w.data = json!({"spec": {"replicas": 1}});
+                widgets.create(&PostParams::default(), &w).await?;
+                widgets
+                    .patch_status(
+                        name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"status": {"replicas": 1}})),
+                    )
+                    .await?;
+            }
+            Self::StatefulSet => {
+                let mut spec = Self::pod_spec(name);
+                spec["replicas"] = json!(1);
+                spec["serviceName"] = json!(name);
+                spec["podManagementPolicy"] = json!("Parallel");
+                let sts: StatefulSet = serde_json::from_value(
+                    json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name}, "spec": spec}),
+                )?;
+                ns.api::<StatefulSet>()
+                    .create(&PostParams::default(), &sts)
+                    .await?;
+            }
+            Self::Deployment => {
+                let mut spec = Self::pod_spec(name);
+                spec["replicas"] = json!(1);
+                let d: Deployment = serde_json::from_value(
+                    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}, "spec": spec}),
+                )?;
+                ns.api::<Deployment>()
+                    .create(&PostParams::default(), &d)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
 }
 
-fn clock_ticks_per_second() -> u64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
+/// The Widgets' controller: status.replicas follows spec.replicas.
+fn widget_controller(ns: &TestNamespace) -> tokio::task::JoinHandle<()> {
+    let widgets: Api<DynamicObject> =
+        Api::namespaced_with(ns.client.clone(), &ns.name, &widget_resource());
+    tokio::spawn(async move {
+        let gate = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
+        let stream = watcher(widgets.clone(), watcher::Config::default()).applied_objects();
+        let mut stream = std::pin::pin!(stream);
+        while let Some(Ok(w)) = stream.next().await {
+            let spec = w.data["spec"]["replicas"].as_i64();
+            if spec.is_some() && spec != w.data["status"]["replicas"].as_i64() {
+                let permit = gate.clone().acquire_owned().await.unwrap();
+                let widgets = widgets.clone();
+                tokio::spawn(async move {
+                    let _ = widgets
+                        .patch_status(
+                            &w.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"status": {"replicas": spec}})),
+                        )
+                        .await;
+                    drop(permit);
+                });
+            }
+        }
+    })
 }
 
-async fn count_idle_at(scalers: &Api<Scaler>, n: i32) -> anyhow::Result<usize> {
-    let mut idle = 0;
+/// How many Scalers satisfy `pred` (listed in pages of 500).
+async fn count_scalers(
+    scalers: &Api<Scaler>,
+    pred: impl Fn(&Scaler) -> bool,
+) -> anyhow::Result<usize> {
+    let mut n = 0;
     let mut params = ListParams::default().limit(500);
     loop {
         let page = scalers.list(&params).await?;
-        idle += page
-            .items
-            .iter()
-            .filter(|s| {
-                s.status.as_ref().is_some_and(|st| {
-                    st.stage == Stage::Idle && st.replicas == Some(n) && st.operation.is_none()
-                })
-            })
-            .count();
+        n += page.items.iter().filter(|s| pred(s)).count();
         match page.metadata.continue_ {
             Some(c) if !c.is_empty() => params = params.continue_token(&c),
-            _ => return Ok(idle),
+            _ => return Ok(n),
         }
     }
 }
 
-async fn wait_all_idle(scalers: &Api<Scaler>, total: usize, n: i32, what: &str) {
-    wait::until(Duration::from_mins(20), what, || {
+fn idle_at(s: &Scaler, n: i32) -> bool {
+    s.status.as_ref().is_some_and(|st| {
+        st.stage == Stage::Idle && st.replicas == Some(n) && st.operation.is_none()
+    })
+}
+
+async fn wait_all(
+    scalers: &Api<Scaler>,
+    total: usize,
+    what: &str,
+    pred: impl Fn(&Scaler) -> bool + Copy,
+) {
+    wait::until(Duration::from_mins(30), what, || {
         let scalers = scalers.clone();
         async move {
-            tokio::time::sleep(Duration::from_millis(800)).await;
-            Ok(count_idle_at(&scalers, n).await? == total)
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok(count_scalers(&scalers, pred).await? == total)
         }
     })
     .await
     .unwrap();
 }
 
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
+/// Runs `f(i)` for `0..total`, `PARALLEL` at a time.
+async fn for_each<F, Fut>(total: usize, f: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    futures::stream::iter(0..total)
+        .map(f)
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+}
+
+/// The pids of the control plane's `kube-apiserver` and `etcd` (the cluster's pids file).
+fn control_plane_pids(cluster: &Cluster) -> Vec<u32> {
+    let pids = std::fs::read_to_string(cluster.dir().join("pids")).unwrap_or_default();
+    pids.lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, name)| matches!(*name, "kube-apiserver" | "etcd"))
+        .filter_map(|(pid, _)| pid.parse().ok())
+        .collect()
+}
+
+fn cpu_of(pids: &[u32]) -> Duration {
+    pids.iter().filter_map(|p| cpu_time(*p).ok()).sum()
+}
+
+/// `hoist_kube_requests_total` by `method,resource`.
+async fn requests(op: &Operator) -> BTreeMap<String, f64> {
+    samples(&op.metrics().await.unwrap(), "hoist_kube_requests_total")
+}
+
+fn print_requests(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, per: usize) {
+    let mut total = 0.0;
+    for (labels, v) in after {
+        let d = v - before.get(labels).copied().unwrap_or(0.0);
+        if d > 0.0 {
+            println!("    {labels}: {d:.0} ({:.2} per Scaler)", d / per as f64);
+            total += d;
+        }
+    }
+    println!(
+        "    total: {total:.0} ({:.2} per Scaler)",
+        total / per as f64
+    );
+}
+
+fn plugin_loads(text: &str) -> f64 {
+    samples(text, "hoist_plugin_loads_total").values().sum()
+}
+
+/// `wasm` with one more custom section: another digest, the same component.
+fn new_version(wasm: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"hoist-bench-version";
+    let mut payload = vec![u8::try_from(name.len()).unwrap()];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section id
+    let mut len = payload.len();
+    loop {
+        let byte = u8::try_from(len & 0x7f).unwrap();
+        len >>= 7;
+        if len == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 #[tokio::main]
@@ -113,69 +288,32 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
+    let target = Target::from_env();
+    let hook = std::env::var("HOIST_BENCH_HOOK").is_ok_and(|v| v == "1");
+    println!("scale bench: {total} Scalers on {target:?}s, hook: {hook}");
     let cluster = Cluster::shared();
     let ns: TestNamespace = cluster.namespace("bench-scale").await.unwrap();
     install_scaler_crd(&ns.client).await.unwrap();
     install_widget_crd(&ns.client).await.unwrap();
-    let ar = widget_resource();
-    let widgets: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &ar);
     let scalers = ns.api::<Scaler>();
+    let noop = plugin_path("fixture-noop").unwrap();
+    if hook {
+        apply_plugin_configmap(&ns, "bench-plugin", &noop)
+            .await
+            .unwrap();
+    }
 
     let t = Instant::now();
-    futures::stream::iter(0..total)
-        .map(|i| {
-            let widgets = widgets.clone();
-            let ar = ar.clone();
-            async move {
-                let name = format!("w{i}");
-                let mut w = DynamicObject::new(&name, &ar);
-                w.data = json!({"spec": {"replicas": 1}});
-                widgets.create(&PostParams::default(), &w).await?;
-                widgets
-                    .patch_status(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"status": {"replicas": 1}})),
-                    )
-                    .await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(PARALLEL)
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
+    for_each(total, |i| {
+        let ns = &ns;
+        async move { target.create(ns, &format!("t{i}")).await }
+    })
+    .await;
     println!(
-        "{total} Widgets created in {:.1}s",
+        "{total} targets created in {:.1}s",
         t.elapsed().as_secs_f64()
     );
-
-    // The Widgets' controller: status.replicas follows spec.replicas.
-    let controller = tokio::spawn({
-        let widgets = widgets.clone();
-        async move {
-            let gate = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
-            let stream = watcher(widgets.clone(), watcher::Config::default()).applied_objects();
-            let mut stream = std::pin::pin!(stream);
-            while let Some(Ok(w)) = stream.next().await {
-                let spec = w.data["spec"]["replicas"].as_i64();
-                if spec.is_some() && spec != w.data["status"]["replicas"].as_i64() {
-                    let permit = gate.clone().acquire_owned().await.unwrap();
-                    let widgets = widgets.clone();
-                    tokio::spawn(async move {
-                        let _ = widgets
-                            .patch_status(
-                                &w.name_any(),
-                                &PatchParams::default(),
-                                &Patch::Merge(json!({"status": {"replicas": spec}})),
-                            )
-                            .await;
-                        drop(permit);
-                    });
-                }
-            }
-        }
-    });
+    let controller = (target == Target::Widget).then(|| widget_controller(&ns));
 
     let op = Operator::start(
         cluster,
@@ -189,95 +327,132 @@ async fn main() {
     let pid = op.pid();
 
     let t = Instant::now();
-    futures::stream::iter(0..total)
-        .map(|i| {
-            let scalers = scalers.clone();
-            async move {
-                let s: Scaler = serde_json::from_value(json!({
-                    "apiVersion": "hoist.dev/v1alpha1", "kind": "Scaler",
-                    "metadata": {"name": format!("s{i}")},
-                    "spec": {"targetRef": {"apiVersion": "fixtures.hoist.dev/v1", "kind": "Widget",
-                        "name": format!("w{i}")}, "minReplicas": 1, "maxReplicas": 3}
-                }))?;
-                scalers.create(&PostParams::default(), &s).await?;
-                anyhow::Ok(())
+    for_each(total, |i| {
+        let scalers = scalers.clone();
+        async move {
+            let mut spec = json!({"targetRef": target.reference(&format!("t{i}")),
+                "minReplicas": 1, "maxReplicas": 3});
+            if hook {
+                spec["hooks"] = json!({"plugin": {"configMap": "bench-plugin"}});
             }
-        })
-        .buffer_unordered(PARALLEL)
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
-    wait_all_idle(&scalers, total, 1, "every Scaler adopted").await;
+            let s: Scaler = serde_json::from_value(json!({
+                "apiVersion": "hoist.dev/v1alpha1", "kind": "Scaler",
+                "metadata": {"name": format!("s{i}")}, "spec": spec
+            }))?;
+            scalers.create(&PostParams::default(), &s).await?;
+            anyhow::Ok(())
+        }
+    })
+    .await;
+    wait_all(&scalers, total, "every Scaler adopted", |s| idle_at(s, 1)).await;
     println!(
         "{total} Scalers created and adopted (Idle at 1) in {:.1}s",
         t.elapsed().as_secs_f64()
     );
-    let (rss, hwm) = memory_kib(pid);
+    let m = memory(pid).unwrap();
     println!(
         "operator memory after adoption: VmRSS {:.1} MiB, VmHWM {:.1} MiB",
-        mib(rss),
-        mib(hwm)
+        m.rss_mib(),
+        m.peak_mib()
     );
 
     // Idle CPU over a minute (the bench itself stays quiet meanwhile).
-    let c0 = cpu_ticks(pid);
+    let c0 = cpu_time(pid).unwrap();
     tokio::time::sleep(Duration::from_mins(1)).await;
-    let c1 = cpu_ticks(pid);
-    let hz = clock_ticks_per_second();
+    let idle = cpu_time(pid).unwrap() - c0;
     println!(
         "operator CPU while idle: {:.2} s over 60 s ({:.2}% of one core)",
-        (c1 - c0) as f64 / hz as f64,
-        (c1 - c0) as f64 / hz as f64 / 60.0 * 100.0
+        idle.as_secs_f64(),
+        idle.as_secs_f64() / 60.0 * 100.0
     );
-    let before = op.metrics().await.unwrap();
 
     // Every Scaler's desired count changes at once.
+    let before = requests(&op).await;
+    reset_peak(pid).unwrap();
+    let control_plane = control_plane_pids(cluster);
+    let cpu_before = (cpu_time(pid).unwrap(), cpu_of(&control_plane));
     let t = Instant::now();
-    futures::stream::iter(0..total)
-        .map(|i| {
-            let scalers = scalers.clone();
-            async move {
-                scalers
-                    .patch_scale(
-                        &format!("s{i}"),
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"spec": {"replicas": 2}})),
-                    )
-                    .await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(PARALLEL)
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
+    for_each(total, |i| {
+        let scalers = scalers.clone();
+        async move {
+            scalers
+                .patch_scale(
+                    &format!("s{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"replicas": 2}})),
+                )
+                .await?;
+            anyhow::Ok(())
+        }
+    })
+    .await;
     let written = t.elapsed();
-    wait_all_idle(&scalers, total, 2, "every Scaler Idle at 2").await;
+    wait_all(&scalers, total, "every Scaler Idle at 2", |s| idle_at(s, 2)).await;
     println!(
         "all {total} desired counts written in {:.1}s; all settled (Idle at 2) {:.1}s after the first write",
         written.as_secs_f64(),
         t.elapsed().as_secs_f64()
     );
-    let (rss, hwm) = memory_kib(pid);
-    println!(
-        "operator memory after the change: VmRSS {:.1} MiB, VmHWM {:.1} MiB",
-        mib(rss),
-        mib(hwm)
+    let settled = t.elapsed().as_secs_f64();
+    let (op_cpu, cp_cpu) = (
+        cpu_time(pid).unwrap() - cpu_before.0,
+        cpu_of(&control_plane) - cpu_before.1,
     );
-    let after = op.metrics().await.unwrap();
-    let requests = |m: &str| -> f64 {
-        m.lines()
-            .filter(|l| l.starts_with("hoist_kube_requests_total"))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum()
-    };
     println!(
-        "operator API requests for the change: {:.0} ({:.1} per Scaler)",
-        requests(&after) - requests(&before),
-        (requests(&after) - requests(&before)) / total as f64
+        "CPU during the change: operator {:.1} s, kube-apiserver + etcd {:.1} s (of {:.1} s wall on {} cores)",
+        op_cpu.as_secs_f64(),
+        cp_cpu.as_secs_f64(),
+        settled,
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
     );
+    let m = memory(pid).unwrap();
+    println!(
+        "operator memory during the change: peak {:.1} MiB; after it VmRSS {:.1} MiB",
+        m.peak_mib(),
+        m.rss_mib()
+    );
+    let after = requests(&op).await;
+    println!(
+        "operator API requests of the change (hoist_kube_requests_total), by method and resource:"
+    );
+    print_requests(&before, &after, total);
 
-    controller.abort();
+    if hook {
+        // Hot swap: a new version of the shared plugin.
+        let bytes = new_version(&std::fs::read(&noop).unwrap(), "v2");
+        let digest = sha256_hex(&bytes);
+        let dir = tempfile::tempdir().unwrap();
+        let v2 = dir.path().join("noop-v2.wasm");
+        std::fs::write(&v2, &bytes).unwrap();
+        let loads_before = plugin_loads(&op.metrics().await.unwrap());
+        let before = requests(&op).await;
+        reset_peak(pid).unwrap();
+        let t = Instant::now();
+        apply_plugin_configmap(&ns, "bench-plugin", &v2)
+            .await
+            .unwrap();
+        wait_all(&scalers, total, "every Scaler on the new digest", |s| {
+            s.status
+                .as_ref()
+                .and_then(|st| st.plugin.as_ref())
+                .is_some_and(|p| p.digest == digest && p.accepted)
+        })
+        .await;
+        let took = t.elapsed();
+        let m = memory(pid).unwrap();
+        let loads = plugin_loads(&op.metrics().await.unwrap()) - loads_before;
+        println!(
+            "hot swap: all {total} Scalers on the new digest {:.1}s after the ConfigMap was applied; plugin loads (compilations): {loads:.0}; peak memory during the swap {:.1} MiB",
+            took.as_secs_f64(),
+            m.peak_mib()
+        );
+        println!("operator API requests of the swap:");
+        print_requests(&before, &requests(&op).await, total);
+    }
+
+    if let Some(c) = controller {
+        c.abort();
+    }
     drop(op);
     let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(ns.client.clone())
         .delete(&ns.name, &DeleteParams::default())

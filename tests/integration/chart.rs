@@ -935,17 +935,23 @@ fn chart_values_render_what_they_say() {
 fn chart_renders_the_trust_boundary() {
     let default = render(&["clusterWide=true"]).unwrap();
     let cluster_rules = &find(&default, "ClusterRole", "hoist").unwrap()["rules"];
-    // Also in one namespace, hoist reads the cluster's HookPolicies and the namespaces' labels
-    // (read only); and it only ever gets Secrets and ConfigMaps by name.
+    // Also in one namespace, hoist reads the cluster's HookPolicies and the namespaces' labels,
+    // and gets a target kind's CRD (its /scale paths); read only. It only ever gets Secrets
+    // and ConfigMaps by name.
     let reader = &find(&default, "ClusterRole", "hoist-policy-reader").unwrap()["rules"];
-    assert_eq!(reader[0]["resources"], json!(["hookpolicies"]));
-    assert_eq!(reader[1]["resources"], json!(["namespaces"]));
-    assert!(
-        reader
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["verbs"] == json!(["list", "watch"]))
+    let reader: Vec<(Value, Value)> = reader
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["resources"].clone(), r["verbs"].clone()))
+        .collect();
+    assert_eq!(
+        reader,
+        [
+            (json!(["hookpolicies"]), json!(["list", "watch"])),
+            (json!(["namespaces"]), json!(["list", "watch"])),
+            (json!(["customresourcedefinitions"]), json!(["get"])),
+        ]
     );
     let secrets = cluster_rules
         .as_array()

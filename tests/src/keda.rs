@@ -6,6 +6,7 @@
 //! `/scale`; the replica counts in between come from the HPA KEDA creates, which reads the
 //! adapter's external metrics.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -70,6 +71,7 @@ pub async fn install_crds(client: &kube::Client) -> Result<()> {
 /// (once per cluster; later calls find it running) and stopped with the cluster.
 #[derive(Debug)]
 pub struct Keda {
+    dir: PathBuf,
     logs: PathBuf,
 }
 
@@ -90,6 +92,7 @@ impl Keda {
             );
         }
         Ok(Self {
+            dir: cluster.dir().to_path_buf(),
             logs: cluster.dir().join("logs"),
         })
     }
@@ -99,6 +102,100 @@ impl Keda {
             std::fs::read_to_string(self.logs.join(format!("keda-{name}.log"))).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The pid of the running `keda-operator` (the last one `DIR/pids` names).
+    pub fn operator_pid(&self) -> Result<u32> {
+        self.pid("keda-operator")
+    }
+
+    /// The pid of the running `keda-adapter`.
+    pub fn adapter_pid(&self) -> Result<u32> {
+        self.pid("keda-adapter")
+    }
+
+    fn pid(&self, name: &str) -> Result<u32> {
+        let pids = std::fs::read_to_string(self.dir.join("pids"))
+            .with_context(|| format!("reading {}/pids", self.dir.display()))?;
+        let pid: u32 = pids
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(_, n)| *n == name)
+            .filter_map(|(pid, _)| pid.parse().ok())
+            .next_back()
+            .with_context(|| format!("no {name} in the cluster's pids file"))?;
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            bail!("{name} ({pid}) is not running");
+        }
+        Ok(pid)
+    }
+
+    /// Stops `keda-operator` and starts it again with the same command line and environment,
+    /// except that its controller metrics (controller-runtime's `controller_runtime_*`) are
+    /// served on `127.0.0.1:metrics_port`, and with `extra_args` (flags given again replace the
+    /// earlier ones). Returns the new pid, recorded in `DIR/pids` so that
+    /// `tests/cluster/down` stops it.
+    pub fn restart_operator(&self, metrics_port: u16, extra_args: &[&str]) -> Result<u32> {
+        let pid = self.operator_pid()?;
+        let split = |bytes: Vec<u8>| -> Vec<String> {
+            bytes
+                .split(|b| *b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        };
+        let cmdline = split(std::fs::read(format!("/proc/{pid}/cmdline"))?);
+        let environ = split(std::fs::read(format!("/proc/{pid}/environ"))?);
+        let (program, args) = cmdline
+            .split_first()
+            .context("keda-operator has an empty command line")?;
+        let flag = |a: &str| a.split_once('=').map_or(a, |(f, _)| f).to_owned();
+        let replaced: Vec<String> = extra_args.iter().map(|a| flag(a)).collect();
+        let args: Vec<String> = args
+            .iter()
+            .filter(|a| !replaced.contains(&flag(a)))
+            .map(|a| {
+                if a.starts_with("--metrics-bind-address=") {
+                    format!("--metrics-bind-address=127.0.0.1:{metrics_port}")
+                } else {
+                    a.clone()
+                }
+            })
+            .chain(extra_args.iter().map(|a| (*a).to_owned()))
+            .collect();
+        let status = Command::new("kill").arg(pid.to_string()).status()?;
+        if !status.success() {
+            bail!("kill {pid} failed");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
+            && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+        {
+            if std::time::Instant::now() > deadline {
+                bail!("keda-operator ({pid}) did not stop within 30 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.logs.join("keda-operator.log"))?;
+        let child = Command::new(program)
+            .args(&args)
+            .env_clear()
+            .envs(environ.iter().filter_map(|kv| kv.split_once('=')))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {program}"))?;
+        let new = child.id();
+        let mut pids = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("pids"))?;
+        std::io::Write::write_all(&mut pids, format!("{new} keda-operator\n").as_bytes())?;
+        Ok(new)
     }
 
     /// The last lines the operator and the adapter logged, for failure messages.

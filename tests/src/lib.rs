@@ -16,6 +16,7 @@ pub mod keda;
 pub mod nifi;
 pub mod operator;
 pub mod pki;
+pub mod process_stats;
 pub mod prometheus;
 pub mod real_node;
 pub mod registry;

@@ -444,6 +444,22 @@ impl Drop for Operator {
     }
 }
 
+/// The samples of one metric family in Prometheus text: label set (the text between the
+/// braces, empty without labels) to value.
+pub fn samples(text: &str, family: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name_labels, value) = l.rsplit_once(' ')?;
+            let (name, labels) = match name_labels.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (name_labels, ""),
+            };
+            (name == family).then(|| Some((labels.to_string(), value.parse::<f64>().ok()?)))?
+        })
+        .collect()
+}
+
 /// The address from the operator's `serving /healthz /readyz /metrics addr=…` log line.
 fn serving_addr(log: &str) -> Option<SocketAddr> {
     log.lines()

@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use hoist_api::HookPolicy;
 use hoist_api::Scaler;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
@@ -24,32 +23,6 @@ use crate::metrics::Metrics;
 use crate::plugins::{LoadFinished, OciSources, PLUGIN_LABEL, PluginRegistry, SourceKey};
 use crate::reconcile::{Context, error_policy, reconcile};
 use hoist_api::PluginLocation;
-
-/// Maps a workload event to the Scalers in its namespace that target it.
-fn scalers_targeting<K: Resource<DynamicType = ()>>(
-    store: Store<Scaler>,
-) -> impl Fn(K) -> Vec<ObjectRef<Scaler>> + Send + Sync + 'static {
-    move |obj: K| {
-        let (Some(ns), name) = (
-            obj.meta().namespace.clone(),
-            obj.meta().name.clone().unwrap_or_default(),
-        ) else {
-            return Vec::new();
-        };
-        let kind = K::kind(&());
-        let api_version = K::api_version(&());
-        store
-            .state()
-            .iter()
-            .filter(|s| s.metadata.namespace.as_deref() == Some(ns.as_str()))
-            .filter(|s| {
-                let t = &s.spec.target_ref;
-                t.name == name && t.kind == kind && t.api_version == api_version
-            })
-            .map(|s| ObjectRef::from_obj(s.as_ref()))
-            .collect()
-    }
-}
 
 /// Scalers whose `spec.hooks.plugin` is `source`.
 fn scalers_using(store: &Store<Scaler>, source: &SourceKey) -> Vec<Arc<Scaler>> {
@@ -495,33 +468,20 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
         caches_synced,
     );
 
-    crate::target_watch::spawn(
-        client.clone(),
-        namespace.map(str::to_owned),
-        store.clone(),
-        trigger.clone(),
-        context.metrics.clone(),
-    );
+    crate::target_watch::spawn(crate::target_watch::WatchParts {
+        client: client.clone(),
+        namespace: namespace.map(str::to_owned),
+        scalers: store.clone(),
+        trigger: trigger.clone(),
+        metrics: context.metrics.clone(),
+        cache: context.hooks.targets.cache(),
+    });
     spawn_load_reports(loads, store.clone(), recorder, trigger.clone());
     spawn_pruner(store.clone(), context.clone(), scalers_listed_rx);
 
-    let mut controller = controller
-        .with_config(ControllerConfig::default().concurrency(concurrency))
-        .watches(
-            scoped::<StatefulSet>(&client, namespace),
-            watcher::Config::default(),
-            scalers_targeting(store.clone()),
-        )
-        .watches(
-            scoped::<Deployment>(&client, namespace),
-            watcher::Config::default(),
-            scalers_targeting(store.clone()),
-        )
-        .watches(
-            scoped::<ReplicaSet>(&client, namespace),
-            watcher::Config::default(),
-            scalers_targeting(store.clone()),
-        );
+    // The targets' watches (crate::target_watch) reconcile the Scalers of a changed target.
+    let mut controller =
+        controller.with_config(ControllerConfig::default().concurrency(concurrency));
     if watch_hpas {
         // The HPAs hoist owns (hpa mode): an edit or deletion reconciles the owning Scaler.
         controller = controller.owns(

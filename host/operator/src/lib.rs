@@ -14,6 +14,8 @@
 //! - [`plugins`], [`plugin_configmap`], [`plugin_oci`]: plugin sources (ConfigMaps, OCI
 //!   registries) → verified plugins, hot swap.
 //! - [`target`]: any workload with `/scale`, its pods and their marks.
+//! - [`target_watch`], [`target_cache`]: watches of every kind Scalers target, and the small
+//!   view of each target they keep, which observing reads instead of the API server.
 #![forbid(unsafe_code)]
 
 /// The git revision hoist was built from: `deploy/image` sets `HOIST_GIT_REVISION` for the
@@ -47,4 +49,5 @@ pub mod policy;
 pub mod reconcile;
 pub mod rivals;
 pub mod target;
+pub mod target_cache;
 pub mod target_watch;

@@ -31,9 +31,45 @@ pub struct HookLatencyLabels {
     pub hook: &'static str,
 }
 
+/// One kind of request to the API server: the HTTP method and what it addresses.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MethodLabels {
+pub struct RequestLabels {
     pub method: String,
+    /// [`request_resource`] of the path: `scalers/status`, `pods (list)`, `leases`, ...
+    pub resource: String,
+}
+
+impl RequestLabels {
+    /// The labels of a request with `method` to `path` (and `query`, without `?`).
+    pub fn of(method: &str, path: &str, query: Option<&str>) -> Self {
+        Self {
+            method: method.to_string(),
+            resource: request_resource(path, query),
+        }
+    }
+}
+
+/// What a request addresses, named so that the values stay few: the resource and
+/// subresource (`scalers/status`, `statefulsets/scale`), with ` (list)` or ` (watch)` when no
+/// object is named. Namespaces, object names, groups and versions are left out; a path that
+/// is not a resource path (discovery, `/version`) is `discovery`.
+pub fn request_resource(path: &str, query: Option<&str>) -> String {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (["api", _, rest @ ..] | ["apis", _, _, rest @ ..]) = segments.as_slice() else {
+        return "discovery".to_string();
+    };
+    let rest = match rest {
+        ["namespaces", _ns, inner @ ..] if !inner.is_empty() => inner,
+        other => other,
+    };
+    let watch = query.is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    match rest {
+        [] => "discovery".to_string(),
+        [resource] if watch => format!("{resource} (watch)"),
+        [resource] => format!("{resource} (list)"),
+        [resource, _name] => (*resource).to_string(),
+        [resource, _name, sub, ..] => format!("{resource}/{sub}"),
+    }
 }
 
 /// A target kind (`apiVersion kind`) of the watches of [`crate::target_watch`]; at most
@@ -66,7 +102,7 @@ pub struct Metrics {
     pub failures: Family<StageLabels, Counter>,
     pub scale_writes: Counter,
     pub leader: Gauge,
-    pub kube_requests: Family<MethodLabels, Counter>,
+    pub kube_requests: Family<RequestLabels, Counter>,
     pub watched_target_kinds: Gauge,
     pub target_watch_events: Family<KindLabels, Counter>,
 }
@@ -131,10 +167,10 @@ impl Metrics {
             "1 while this process holds the leader lease",
             leader.clone(),
         );
-        let kube_requests = Family::<MethodLabels, Counter>::default();
+        let kube_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "kube_requests",
-            "Requests sent to the Kubernetes API server, by HTTP method (watches count once)",
+            "Requests sent to the Kubernetes API server, by HTTP method and resource (a watch counts once)",
             kube_requests.clone(),
         );
         let watched_target_kinds = Gauge::default();
@@ -184,6 +220,61 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_named_by_resource_not_by_object() {
+        let cases = [
+            (
+                "/apis/hoist.dev/v1alpha1/namespaces/a/scalers/s1/status",
+                None,
+                "scalers/status",
+            ),
+            (
+                "/apis/hoist.dev/v1alpha1/namespaces/a/scalers/s1",
+                None,
+                "scalers",
+            ),
+            (
+                "/apis/apps/v1/namespaces/a/statefulsets/web/scale",
+                None,
+                "statefulsets/scale",
+            ),
+            (
+                "/api/v1/namespaces/a/pods",
+                Some("labelSelector=app%3Dweb"),
+                "pods (list)",
+            ),
+            (
+                "/api/v1/namespaces/a/pods",
+                Some("watch=true&resourceVersion=5"),
+                "pods (watch)",
+            ),
+            (
+                "/apis/hoist.dev/v1alpha1/scalers",
+                Some("watch=true"),
+                "scalers (watch)",
+            ),
+            ("/api/v1/namespaces", None, "namespaces (list)"),
+            ("/api/v1/namespaces/a", None, "namespaces"),
+            (
+                "/apis/coordination.k8s.io/v1/namespaces/a/leases/hoist",
+                None,
+                "leases",
+            ),
+            ("/api/v1/namespaces/a/events", None, "events (list)"),
+            (
+                "/apis/events.k8s.io/v1/namespaces/a/events",
+                None,
+                "events (list)",
+            ),
+            ("/apis", None, "discovery"),
+            ("/apis/apps/v1", None, "discovery"),
+            ("/version", None, "discovery"),
+        ];
+        for (path, query, want) in cases {
+            assert_eq!(request_resource(path, query), want, "{path}?{query:?}");
+        }
+    }
 
     #[test]
     fn exposition_names_every_family() {

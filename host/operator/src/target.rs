@@ -8,6 +8,7 @@ use hoist_api::{LEAVING_ANNOTATION, POD_DELETION_COST, TargetRef};
 use hoist_decide::TargetScale;
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::core::Selector;
@@ -17,6 +18,8 @@ use serde_json::json;
 use tokio::sync::RwLock;
 
 use crate::error::OperatorError;
+use crate::target_cache::{Lookup, TargetCache, TargetKey};
+use crate::target_watch::TargetKind;
 
 /// The group, version and kind `spec.targetRef` names.
 fn gvk_of(target: &TargetRef) -> GroupVersionKind {
@@ -31,11 +34,24 @@ fn gvk_of(target: &TargetRef) -> GroupVersionKind {
     }
 }
 
+/// The cache's key of the object `target` names in `namespace`.
+fn key_of(namespace: &str, target: &TargetRef) -> TargetKey {
+    TargetKey {
+        kind: TargetKind {
+            api_version: target.api_version.clone(),
+            kind: target.kind.clone(),
+        },
+        namespace: namespace.to_owned(),
+        name: target.name.clone(),
+    }
+}
+
 /// Resolves target kinds through discovery (cached per GVK) and talks to them.
 #[derive(Clone)]
 pub struct Targets {
     client: Client,
     resources: Arc<RwLock<HashMap<GroupVersionKind, ApiResource>>>,
+    cache: Arc<TargetCache>,
 }
 
 impl std::fmt::Debug for Targets {
@@ -49,7 +65,13 @@ impl Targets {
         Self {
             client,
             resources: Arc::default(),
+            cache: Arc::default(),
         }
+    }
+
+    /// The cache the target watches fill ([`crate::target_watch`]).
+    pub fn cache(&self) -> Arc<TargetCache> {
+        self.cache.clone()
     }
 
     async fn api(
@@ -88,8 +110,24 @@ impl Targets {
         Ok(Api::namespaced_with(self.client.clone(), namespace, &ar))
     }
 
-    /// Reads the target's `/scale`, readiness and uid. `Ok(None)` when it does not exist.
+    /// The target's `/scale`, readiness and uid, from the watches' cache when it can answer
+    /// ([`TargetCache::get`]), else from the API server. `Ok(None)` when it does not exist.
     pub async fn observe(
+        &self,
+        namespace: &str,
+        target: &TargetRef,
+    ) -> Result<Option<TargetScale>, OperatorError> {
+        match self.cache.get(&key_of(namespace, target)) {
+            Lookup::Found(scale) => Ok(Some(scale)),
+            Lookup::Ask(reason) => {
+                tracing::trace!(target = %target.short(), reason, "reading the target from the API server");
+                self.read(namespace, target).await
+            }
+        }
+    }
+
+    /// [`Targets::observe`] from the API server.
+    async fn read(
         &self,
         namespace: &str,
         target: &TargetRef,
@@ -137,6 +175,7 @@ impl Targets {
             target: target.short(),
             source,
         })?;
+        self.cache.wrote(key_of(namespace, target), replicas);
         Ok(())
     }
 
@@ -286,6 +325,84 @@ pub fn scale_of_apps_object(object: &DynamicObject) -> Option<Scale> {
     })
 }
 
+/// Where a custom kind keeps what its `/scale` reports: its CRD's `subresources.scale`
+/// (`specReplicasPath`, `statusReplicasPath`, `labelSelectorPath`), as JSON pointers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalePaths {
+    spec_replicas: String,
+    status_replicas: String,
+    label_selector: Option<String>,
+}
+
+impl ScalePaths {
+    /// The paths of `version` of `crd`; `None` when that version has no `/scale` or a path is
+    /// not a plain dotted path (the API server accepts only those).
+    pub fn of_crd(crd: &CustomResourceDefinition, version: &str) -> Option<Self> {
+        let scale = crd
+            .spec
+            .versions
+            .iter()
+            .find(|v| v.name == version)?
+            .subresources
+            .as_ref()?
+            .scale
+            .as_ref()?;
+        Some(Self {
+            spec_replicas: json_pointer(&scale.spec_replicas_path)?,
+            status_replicas: json_pointer(&scale.status_replicas_path)?,
+            label_selector: match &scale.label_selector_path {
+                Some(path) => Some(json_pointer(path)?),
+                None => None,
+            },
+        })
+    }
+
+    /// The `/scale` the API server derives from `object` with these paths; `None` when the
+    /// object has no count at the spec path (the API server answers an error then).
+    pub fn scale_of(&self, object: &DynamicObject) -> Option<Scale> {
+        let spec_replicas = i32::try_from(int_at(&object.data, &self.spec_replicas)?).ok()?;
+        let status_replicas = int_at(&object.data, &self.status_replicas)
+            .and_then(|v| i32::try_from(v).ok())
+            .unwrap_or(0);
+        let selector = self
+            .label_selector
+            .as_ref()
+            .and_then(|p| object.data.pointer(p))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        Some(Scale {
+            spec: Some(ScaleSpec {
+                replicas: Some(spec_replicas),
+            }),
+            status: Some(ScaleStatus {
+                replicas: status_replicas,
+                selector,
+            }),
+            ..Scale::default()
+        })
+    }
+}
+
+/// `.spec.replicas` → `/spec/replicas`; `None` for anything but a plain dotted path.
+fn json_pointer(path: &str) -> Option<String> {
+    let rest = path.strip_prefix('.')?;
+    let parts: Vec<&str> = rest.split('.').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || p.contains(['[', ']', '*', '~', '/', '\\', '"', '\'']))
+    {
+        return None;
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+/// What the target cache keeps of `object`: its observed state, when its `/scale` can be
+/// derived from it (apps/v1 kinds, or a kind whose [`ScalePaths`] are known).
+pub fn cached_state(object: &DynamicObject, paths: Option<&ScalePaths>) -> Option<TargetScale> {
+    let scale = scale_of_apps_object(object).or_else(|| paths?.scale_of(object))?;
+    Some(state_of(object, &scale))
+}
+
 fn is_apps(object: &DynamicObject) -> bool {
     object
         .types
@@ -390,6 +507,52 @@ mod tests {
         let no_selector = object(json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "d"}, "spec": {"replicas": 1}}));
         assert!(scale_of_apps_object(&no_selector).is_none());
+    }
+
+    #[test]
+    fn a_custom_kinds_scale_comes_from_its_crd_paths() {
+        let crd: CustomResourceDefinition = serde_json::from_value(json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "things.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "things", "kind": "Thing"},
+                "versions": [
+                    {"name": "v1", "served": true, "storage": true,
+                     "subresources": {"scale": {"specReplicasPath": ".spec.size",
+                        "statusReplicasPath": ".status.members.count",
+                        "labelSelectorPath": ".status.selector"}}},
+                    {"name": "v0", "served": true, "storage": false},
+                    {"name": "v2", "served": true, "storage": false,
+                     "subresources": {"scale": {"specReplicasPath": ".spec.sizes[0]",
+                        "statusReplicasPath": ".status.replicas"}}}
+                ]}
+        }))
+        .unwrap();
+        let paths = ScalePaths::of_crd(&crd, "v1").unwrap();
+        let thing = object(json!({"apiVersion": "example.com/v1", "kind": "Thing",
+            "metadata": {"name": "t", "uid": "u1"},
+            "spec": {"size": 3}, "status": {"members": {"count": 2}, "selector": "app=t"}}));
+        let state = cached_state(&thing, Some(&paths)).unwrap();
+        assert_eq!((state.spec_replicas, state.status_replicas), (3, 2));
+        assert_eq!(state.selector.as_deref(), Some("app=t"));
+        assert_eq!(state.uid.as_deref(), Some("u1"));
+        // No status yet: 0 replicas, as the API server reports.
+        let fresh = object(json!({"apiVersion": "example.com/v1", "kind": "Thing",
+            "metadata": {"name": "t"}, "spec": {"size": 1}}));
+        assert_eq!(
+            cached_state(&fresh, Some(&paths)).unwrap().status_replicas,
+            0
+        );
+        // No count at the spec path: the API server errs, the cache cannot answer.
+        let empty = object(json!({"apiVersion": "example.com/v1", "kind": "Thing",
+            "metadata": {"name": "t"}, "spec": {}}));
+        assert!(cached_state(&empty, Some(&paths)).is_none());
+        // Without paths a custom kind cannot be derived; versions without /scale or with array
+        // paths give none.
+        assert!(cached_state(&thing, None).is_none());
+        assert!(ScalePaths::of_crd(&crd, "v0").is_none());
+        assert!(ScalePaths::of_crd(&crd, "v2").is_none());
+        assert!(ScalePaths::of_crd(&crd, "v9").is_none());
     }
 
     #[test]

@@ -1,23 +1,28 @@
-//! Watches of the target kinds Scalers use beyond the three the controller watches itself
-//! (`StatefulSet`, `Deployment`, `ReplicaSet`): any kind with a `/scale` subresource, usually
-//! a CRD's. The kinds are found at run time in the Scalers' `targetRef`s, resolved through API
-//! discovery and watched as metadata only (nothing of the objects is kept): a change of a
-//! target reconciles the Scalers that name it at once, instead of at their next poll
-//! ([`hoist_decide::machine::SCALING_POLL`]).
+//! Watches of every target kind Scalers use: the three apps/v1 kinds always, and any other
+//! kind with a `/scale` subresource (usually a CRD's) while a Scaler targets it. The kinds
+//! beyond the three are found at run time in the Scalers' `targetRef`s and resolved through
+//! API discovery. Each watch keeps a small view of every object ([`crate::target_cache`]:
+//! scale, readiness, uid; not the object) that observing reads instead of the API server, and
+//! a change of that view reconciles the Scalers that name the object at once.
+//!
+//! For a kind beyond apps/v1 the view needs the kind's scale paths, read from its
+//! `CustomResourceDefinition` (RBAC: `get` on `customresourcedefinitions`, in the chart).
+//! Without them the watch still reconciles on every change, and observing asks `/scale`.
 //!
 //! A kind the API server does not serve, or that hoist may not list and watch (RBAC: the
 //! chart's `rbac.extraTargetRules`), stays polled, is logged once, and is tried again a minute
 //! later. Kinds come from tenants' Scalers, so at most [`MAX_WATCHED_KINDS`] are tracked, and
 //! the watch of a kind no Scaler targets any more is stopped.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use hoist_api::Scaler;
-use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, PartialObjectMeta};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::discovery::{self, Scope};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -27,6 +32,8 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::metrics::{KindLabels, Metrics};
+use crate::target::{ScalePaths, cached_state};
+use crate::target_cache::{Cached, TargetCache};
 
 /// How often the kinds the Scalers target are looked at again.
 const RESCAN: Duration = Duration::from_secs(2);
@@ -35,7 +42,7 @@ const RETRY: Duration = Duration::from_mins(1);
 /// Most kinds tracked at once (watched, or waiting to be tried again).
 pub const MAX_WATCHED_KINDS: usize = 32;
 
-/// The kinds the controller watches with typed watches.
+/// The kinds watched whether or not a Scaler targets them.
 const BUILT_IN: [(&str, &str); 3] = [
     ("apps/v1", "StatefulSet"),
     ("apps/v1", "Deployment"),
@@ -61,6 +68,13 @@ impl TargetKind {
             return None;
         }
         Some(GroupVersionKind::gvk(group, version, &self.kind))
+    }
+
+    fn built_in() -> impl Iterator<Item = Self> {
+        BUILT_IN.iter().map(|(v, k)| Self {
+            api_version: (*v).to_owned(),
+            kind: (*k).to_owned(),
+        })
     }
 
     fn is_built_in(&self) -> bool {
@@ -95,15 +109,30 @@ enum KindWatch {
     Unavailable { retry_at: Instant },
 }
 
-/// Keeps a metadata watch on every kind beyond the built-in ones that a Scaler of `scalers`
-/// targets, sending the Scalers naming a changed object on `trigger`.
-pub fn spawn(
-    client: Client,
-    namespace: Option<String>,
-    scalers: Store<Scaler>,
-    trigger: mpsc::UnboundedSender<ObjectRef<Scaler>>,
-    metrics: Arc<Metrics>,
-) {
+/// What a kind's watch needs.
+#[derive(Clone)]
+pub struct WatchParts {
+    pub client: Client,
+    /// Watch only this namespace (`hoist run --namespace`); `None` watches all.
+    pub namespace: Option<String>,
+    pub scalers: Store<Scaler>,
+    pub trigger: mpsc::UnboundedSender<ObjectRef<Scaler>>,
+    pub metrics: Arc<Metrics>,
+    pub cache: Arc<TargetCache>,
+}
+
+impl fmt::Debug for WatchParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WatchParts")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Keeps a watch on the built-in kinds and on every other kind a Scaler of `parts.scalers`
+/// targets, filling `parts.cache` and sending the Scalers naming a changed object on
+/// `parts.trigger`.
+pub fn spawn(parts: WatchParts) {
     tokio::spawn(async move {
         let mut kinds: BTreeMap<TargetKind, KindWatch> = BTreeMap::new();
         let mut said_too_many = false;
@@ -111,20 +140,23 @@ pub fn spawn(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let wanted = custom_kinds(scalers.state().iter().map(AsRef::as_ref));
+            let custom = custom_kinds(parts.scalers.state().iter().map(AsRef::as_ref));
             kinds.retain(|kind, watch| {
-                let keep = wanted.contains(kind);
+                let keep = kind.is_built_in() || custom.contains(kind);
                 if !keep && let KindWatch::Watching(task) = watch {
                     task.abort();
+                    parts.cache.forget(kind);
                     tracing::info!(%kind, "no Scaler targets this kind any more; stopped watching it");
                 }
                 keep
             });
+            let custom_tracked = kinds.keys().filter(|k| !k.is_built_in()).count();
+            let wanted = TargetKind::built_in().chain(custom);
             for kind in wanted {
                 let due = match kinds.get(&kind) {
                     Some(KindWatch::Watching(_)) => false,
                     Some(KindWatch::Unavailable { retry_at }) => Instant::now() >= *retry_at,
-                    None if kinds.len() >= MAX_WATCHED_KINDS => {
+                    None if !kind.is_built_in() && custom_tracked >= MAX_WATCHED_KINDS => {
                         if !said_too_many {
                             tracing::warn!(%kind, max = MAX_WATCHED_KINDS, "Scalers target more kinds than hoist watches; the others are polled");
                             said_too_many = true;
@@ -136,16 +168,7 @@ pub fn spawn(
                 if !due {
                     continue;
                 }
-                let watch = match start(
-                    &client,
-                    namespace.as_deref(),
-                    &kind,
-                    &scalers,
-                    &trigger,
-                    &metrics,
-                )
-                .await
-                {
+                let watch = match start(&parts, &kind).await {
                     Ok(task) => {
                         tracing::info!(%kind, "watching a kind Scalers target");
                         KindWatch::Watching(task)
@@ -163,71 +186,146 @@ pub fn spawn(
                 kinds.insert(kind, watch);
             }
             let watching = kinds
-                .values()
-                .filter(|w| matches!(w, KindWatch::Watching(_)))
+                .iter()
+                .filter(|(k, w)| !k.is_built_in() && matches!(w, KindWatch::Watching(_)))
                 .count();
-            metrics
+            parts
+                .metrics
                 .watched_target_kinds
                 .set(i64::try_from(watching).unwrap_or(i64::MAX));
         }
     });
 }
 
-/// Resolves `kind`, checks that it may be listed, and starts its metadata watch.
-async fn start(
-    client: &Client,
-    namespace: Option<&str>,
-    kind: &TargetKind,
-    scalers: &Store<Scaler>,
-    trigger: &mpsc::UnboundedSender<ObjectRef<Scaler>>,
-    metrics: &Arc<Metrics>,
-) -> Result<AbortHandle, String> {
+/// Resolves `kind`, checks that it may be listed, and starts its watch.
+async fn start(parts: &WatchParts, kind: &TargetKind) -> Result<AbortHandle, String> {
     let gvk = kind
         .gvk()
         .ok_or_else(|| "the apiVersion is neither VERSION nor GROUP/VERSION".to_owned())?;
-    let (resource, capabilities) = discovery::pinned_kind(client, &gvk)
+    let (resource, capabilities) = discovery::pinned_kind(&parts.client, &gvk)
         .await
         .map_err(|e| format!("API discovery: {e}"))?;
     if !matches!(capabilities.scope, Scope::Namespaced) {
         return Err("the kind is cluster-scoped; a Scaler targets objects of its namespace".into());
     }
-    // Metadata only: nothing but the names and versions of the objects comes over the wire.
-    let api: Api<PartialObjectMeta<DynamicObject>> = match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        None => Api::all_with(client.clone(), &resource),
+    let api: Api<DynamicObject> = match parts.namespace.as_deref() {
+        Some(ns) => Api::namespaced_with(parts.client.clone(), ns, &resource),
+        None => Api::all_with(parts.client.clone(), &resource),
     };
     // A watch hoist may not make would only retry quietly: ask once, and say why.
-    api.list(&ListParams::default().limit(1))
+    api.list_metadata(&ListParams::default().limit(1))
         .await
         .map_err(|e| format!("listing {}: {e}", resource.plural))?;
+    let paths = if kind.is_built_in() {
+        None
+    } else {
+        scale_paths(&parts.client, &resource, kind).await
+    };
+    let events = parts
+        .metrics
+        .target_watch_events
+        .get_or_create(&KindLabels {
+            kind: kind.to_string(),
+        })
+        .clone();
+    let parts = parts.clone();
     let kind = kind.clone();
-    let scalers = scalers.clone();
-    let trigger = trigger.clone();
-    let events = metrics.target_watch_events.get_or_create(&KindLabels {
-        kind: kind.to_string(),
-    });
-    let events = events.clone();
     let task = tokio::spawn(async move {
-        let changes = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .touched_objects();
-        let mut changes = std::pin::pin!(changes);
-        while let Some(change) = changes.next().await {
-            match change {
-                Ok(object) => {
-                    let Some(ns) = object.namespace() else {
-                        continue;
-                    };
-                    events.inc();
-                    for scaler in targeting(&scalers, &kind, &ns, &object.name_any()) {
-                        let _ = trigger.send(scaler);
-                    }
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        let mut listing: HashMap<(String, String), Cached> = HashMap::new();
+        while let Some(event) = stream.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!(%kind, error = %e, "watching a kind Scalers target");
+                    continue;
                 }
-                Err(e) => tracing::warn!(%kind, error = %e, "watching a kind Scalers target"),
+            };
+            let Some((ns, name)) =
+                remember(&parts.cache, &kind, paths.as_ref(), &mut listing, event)
+            else {
+                continue;
+            };
+            events.inc();
+            for scaler in targeting(&parts.scalers, &kind, &ns, &name) {
+                let _ = parts.trigger.send(scaler);
             }
         }
     });
     Ok(task.abort_handle())
+}
+
+/// Puts what `event` shows into `cache` (a (re)list gathers in `listing` and replaces the
+/// kind's objects when done). Returns the object whose Scalers are to be reconciled: one whose
+/// view changed, or whose view cannot be kept (then any change may matter).
+fn remember(
+    cache: &TargetCache,
+    kind: &TargetKind,
+    paths: Option<&ScalePaths>,
+    listing: &mut HashMap<(String, String), Cached>,
+    event: watcher::Event<DynamicObject>,
+) -> Option<(String, String)> {
+    match event {
+        watcher::Event::Init => {
+            cache.listing(kind);
+            listing.clear();
+            None
+        }
+        watcher::Event::InitDone => {
+            cache.listed(kind, std::mem::take(listing));
+            None
+        }
+        watcher::Event::InitApply(object) => {
+            let (ns, name) = (object.namespace()?, object.name_any());
+            let state = cached_state(&object, paths);
+            let news = !cache.unchanged(kind, &ns, &name, state.as_ref());
+            listing.insert((ns.clone(), name.clone()), state);
+            news.then_some((ns, name))
+        }
+        watcher::Event::Apply(object) => {
+            let (ns, name) = (object.namespace()?, object.name_any());
+            let state = cached_state(&object, paths);
+            let news = !cache.unchanged(kind, &ns, &name, state.as_ref());
+            cache.applied(kind, ns.clone(), name.clone(), state);
+            news.then_some((ns, name))
+        }
+        watcher::Event::Delete(object) => {
+            let (ns, name) = (object.namespace()?, object.name_any());
+            cache.deleted(kind, &ns, &name);
+            Some((ns, name))
+        }
+    }
+}
+
+/// The scale paths of a custom kind, from its `CustomResourceDefinition`; `None` (logged)
+/// when hoist may not read it, or the kind is not a CRD's (an aggregated API's).
+async fn scale_paths(
+    client: &Client,
+    resource: &ApiResource,
+    kind: &TargetKind,
+) -> Option<ScalePaths> {
+    let name = format!("{}.{}", resource.plural, resource.group);
+    match Api::<CustomResourceDefinition>::all(client.clone())
+        .get_opt(&name)
+        .await
+    {
+        Ok(Some(crd)) => {
+            let paths = ScalePaths::of_crd(&crd, &resource.version);
+            if paths.is_none() {
+                tracing::info!(%kind, crd = %name, "the CRD gives no plain scale paths; observing asks /scale");
+            }
+            paths
+        }
+        Ok(None) => {
+            tracing::info!(%kind, "not a CRD's kind; observing asks /scale");
+            None
+        }
+        Err(e) => {
+            tracing::info!(%kind, crd = %name, error = %e, "cannot read the kind's CRD; observing asks /scale");
+            None
+        }
+    }
 }
 
 /// The Scalers of namespace `ns` whose target is `kind` `name`.

@@ -106,10 +106,15 @@ impl Machine<'_> {
             );
             self.plan.requeue_after = Some(Duration::ZERO);
         } else {
+            // Without hooks the operation is one stage: its start says what is written, and
+            // no separate Scaling event follows.
             self.event(
                 EventKind::Normal,
                 "OperationStarted",
-                format!("scaling {current} → {to} (no hooks){attempt_note}"),
+                format!(
+                    "scaling {current} → {to} (no hooks){attempt_note}: writing {to} replicas to {}",
+                    self.spec.target_ref
+                ),
             );
             self.enter_scaling();
         }
@@ -273,11 +278,18 @@ impl Machine<'_> {
         self.start_stage(Stage::Scaling);
         self.st.last_scale_time = Some(self.now_time.clone());
         self.write_target(to);
-        self.event(
-            EventKind::Normal,
-            "Scaling",
-            format!("writing {to} replicas to {}", self.spec.target_ref),
-        );
+        let hooked = self
+            .st
+            .operation
+            .as_ref()
+            .is_some_and(|op| op.plugin_digest.is_some());
+        if hooked {
+            self.event(
+                EventKind::Normal,
+                "Scaling",
+                format!("writing {to} replicas to {}", self.spec.target_ref),
+            );
+        }
         self.plan.requeue_after = Some(SCALING_POLL.min(self.stage_timeout(Stage::Scaling)));
     }
 
@@ -304,16 +316,14 @@ impl Machine<'_> {
                     && t.status_replicas == op.to
                     && ready == op.to
                 {
-                    self.event(
-                        EventKind::Normal,
-                        "Scaled",
-                        format!("{} runs {} ready replicas", self.spec.target_ref, op.to),
-                    );
+                    let runs = format!("{} runs {} ready replicas", self.spec.target_ref, op.to);
                     if op.plugin_digest.is_some() {
+                        self.event(EventKind::Normal, "Scaled", runs);
                         self.start_stage(Stage::PostScaling);
                         self.plan.requeue_after = Some(Duration::ZERO);
                     } else {
-                        self.finish_operation();
+                        // Without hooks, the end of the operation says it (one event, not two).
+                        self.finish_operation_saying(Some(&runs));
                     }
                     return;
                 }
@@ -349,8 +359,16 @@ impl Machine<'_> {
 
     /// The operation succeeded: back to Idle, and start the next one if desired moved on.
     fn finish_operation(&mut self) {
+        self.finish_operation_saying(None);
+    }
+
+    /// [`Self::finish_operation`], its event adding `detail`.
+    fn finish_operation_saying(&mut self, detail: Option<&str>) {
         if let Some(op) = self.st.operation.clone() {
-            let message = format!("scaled {} → {}", op.from, op.to);
+            let message = match detail {
+                Some(detail) => format!("scaled {} → {}: {detail}", op.from, op.to),
+                None => format!("scaled {} → {}", op.from, op.to),
+            };
             self.event(EventKind::Normal, "OperationSucceeded", message);
             self.release_leaving_of(&op);
         }

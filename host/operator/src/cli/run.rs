@@ -24,7 +24,7 @@ use crate::hook_call::HookEnv;
 use crate::http_server::{self, Health, Role};
 use crate::latest::LatestScalers;
 use crate::leader;
-use crate::metrics::{MethodLabels, Metrics};
+use crate::metrics::{Metrics, RequestLabels};
 use crate::reconcile::Context;
 use crate::target::Targets;
 
@@ -178,9 +178,11 @@ async fn counting_client(metrics: &Arc<Metrics>) -> Result<(Client, http::Uri), 
     let requests = metrics.kube_requests.clone();
     let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
         requests
-            .get_or_create(&MethodLabels {
-                method: req.method().as_str().to_string(),
-            })
+            .get_or_create(&RequestLabels::of(
+                req.method().as_str(),
+                req.uri().path(),
+                req.uri().query(),
+            ))
             .inc();
         req
     });
