@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use hoist_api::{Scaler, Stage};
-use hoist_tests::keda::{Keda, scaled_objects};
+use hoist_tests::keda::{Keda, scaled_object_resource, scaled_objects};
 use hoist_tests::operator::{
     Operator, OperatorOptions, apply_plugin_configmap, http_get, install_scaler_crd, plugin_path,
     samples,
@@ -178,6 +178,14 @@ fn scaled_object(i: usize) -> Value {
 
 async fn keda_side(cluster: &Cluster, ns: &TestNamespace, keda: &Keda, n: usize) -> Cost {
     let so = scaled_objects(&ns.client, &ns.name);
+    // KEDA watches every namespace: another run's leftovers would be measured too.
+    let everywhere: Api<DynamicObject> =
+        Api::all_with(ns.client.clone(), &scaled_object_resource());
+    let others = count(&everywhere, |_| true).await.unwrap();
+    assert_eq!(
+        others, 0,
+        "{others} ScaledObjects exist before the bench creates any: delete them (an earlier run's namespace bench-keda-*?)"
+    );
     let port = free_port();
     let metrics = move || async move {
         let addr = format!("127.0.0.1:{port}").parse().unwrap();

@@ -39,13 +39,17 @@ pub fn crd_dir() -> Result<PathBuf> {
     script_path("keda-crds")
 }
 
-/// The `keda.sh/v1alpha1 ScaledObject`s of `namespace`.
-pub fn scaled_objects(client: &kube::Client, namespace: &str) -> kube::Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(
+/// The resource `keda.sh/v1alpha1 ScaledObject`.
+pub fn scaled_object_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject"),
         "scaledobjects",
-    );
-    kube::Api::namespaced_with(client.clone(), namespace, &ar)
+    )
+}
+
+/// The `keda.sh/v1alpha1 ScaledObject`s of `namespace`.
+pub fn scaled_objects(client: &kube::Client, namespace: &str) -> kube::Api<DynamicObject> {
+    kube::Api::namespaced_with(client.clone(), namespace, &scaled_object_resource())
 }
 
 /// Applies every KEDA CRD and waits until each is Established.
