@@ -241,10 +241,27 @@ async fn keda_side(cluster: &Cluster, ns: &TestNamespace, keda: &Keda, n: usize)
         startup.as_secs_f64()
     );
 
-    // Clean up: KEDA deletes its HPAs with the ScaledObjects.
-    let _ = so
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await;
+    // Clean up: KEDA deletes its HPAs with the ScaledObjects. A collection delete of
+    // thousands can end (the client's timeout) before it marked every object: ask again
+    // until all are gone.
+    wait::until(
+        Duration::from_mins(30),
+        "every ScaledObject deleted",
+        || {
+            let so = so.clone();
+            async move {
+                let left = count(&so, |o| o.metadata.deletion_timestamp.is_none()).await?;
+                if left > 0 {
+                    let _ = so
+                        .delete_collection(&DeleteParams::default(), &ListParams::default())
+                        .await;
+                }
+                Ok(count(&so, |_| true).await? == 0)
+            }
+        },
+    )
+    .await
+    .unwrap();
     wait_count(&hpas, 0, "KEDA's HPAs gone", |_| true).await;
     let _ = cluster;
     Cost {
