@@ -31,8 +31,8 @@
 
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
 use hoist_api::{Scaler, Stage};
+use hoist_tests::bulk::{count, for_each, wait_count};
 use hoist_tests::keda::{Keda, scaled_object_resource, scaled_objects};
 use hoist_tests::operator::{
     Operator, OperatorOptions, apply_plugin_configmap, http_get, install_scaler_crd, plugin_path,
@@ -42,11 +42,10 @@ use hoist_tests::process_stats::{Memory, cpu_time, memory};
 use hoist_tests::{Cluster, TestNamespace, wait};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use kube::Api;
 use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
-use kube::{Api, Resource};
 use serde_json::{Value, json};
 
-const PARALLEL: usize = 48;
 const IDLE: Duration = Duration::from_mins(1);
 /// KEDA's operator throttles its own API requests (client-go's 20 per second, burst 30, by
 /// default), which makes creating thousands of `ScaledObject`s take most of an hour here;
@@ -64,51 +63,6 @@ struct Cost {
     memory: Memory,
     idle_cpu: Duration,
     startup: Duration,
-}
-
-async fn for_each<F, Fut>(total: usize, f: F)
-where
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
-{
-    futures::stream::iter(0..total)
-        .map(f)
-        .buffer_unordered(PARALLEL)
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
-}
-
-/// How many objects of `api` satisfy `pred` (listed in pages of 500).
-async fn count<K>(api: &Api<K>, pred: impl Fn(&K) -> bool) -> anyhow::Result<usize>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let mut n = 0;
-    let mut params = ListParams::default().limit(500);
-    loop {
-        let page = api.list(&params).await?;
-        n += page.items.iter().filter(|o| pred(o)).count();
-        match page.metadata.continue_ {
-            Some(c) if !c.is_empty() => params = params.continue_token(&c),
-            _ => return Ok(n),
-        }
-    }
-}
-
-async fn wait_count<K>(api: &Api<K>, want: usize, what: &str, pred: impl Fn(&K) -> bool + Copy)
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    wait::until(Duration::from_mins(30), what, || {
-        let api = api.clone();
-        async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            Ok(count(&api, pred).await? == want)
-        }
-    })
-    .await
-    .unwrap();
 }
 
 fn free_port() -> u16 {
@@ -208,10 +162,15 @@ async fn keda_side(cluster: &Cluster, ns: &TestNamespace, keda: &Keda, n: usize)
             anyhow::Ok(())
         }
     })
-    .await;
-    wait_count(&so, n, "every ScaledObject Ready", ready).await;
+    .await
+    .unwrap();
+    wait_count(&so, n, "every ScaledObject Ready", ready)
+        .await
+        .unwrap();
     let hpas = ns.api::<HorizontalPodAutoscaler>();
-    wait_count(&hpas, n, "every HPA created", |_| true).await;
+    wait_count(&hpas, n, "every HPA created", |_| true)
+        .await
+        .unwrap();
     println!(
         "  KEDA: {n} ScaledObjects created and Ready, {n} HPAs, in {:.1}s",
         t.elapsed().as_secs_f64()
@@ -262,7 +221,9 @@ async fn keda_side(cluster: &Cluster, ns: &TestNamespace, keda: &Keda, n: usize)
     )
     .await
     .unwrap();
-    wait_count(&hpas, 0, "KEDA's HPAs gone", |_| true).await;
+    wait_count(&hpas, 0, "KEDA's HPAs gone", |_| true)
+        .await
+        .unwrap();
     let _ = cluster;
     Cost {
         memory: mem,
@@ -293,7 +254,7 @@ async fn hoist_side(cluster: &Cluster, ns: &TestNamespace, n: usize) -> Cost {
             anyhow::Ok(())
         }
     })
-    .await;
+    .await.unwrap();
     let idle_at_1 = |s: &Scaler| {
         s.status.as_ref().is_some_and(|st| {
             st.stage == Stage::Idle
@@ -307,7 +268,8 @@ async fn hoist_side(cluster: &Cluster, ns: &TestNamespace, n: usize) -> Cost {
         "every Scaler Idle with its plugin accepted",
         idle_at_1,
     )
-    .await;
+    .await
+    .unwrap();
     println!(
         "  hoist: {n} Scalers created and Idle in {:.1}s",
         t.elapsed().as_secs_f64()
@@ -395,11 +357,13 @@ async fn main() {
                 anyhow::Ok(())
             }
         })
-        .await;
+        .await
+        .unwrap();
         wait_count(&sets, n, "every StatefulSet ready", |s: &StatefulSet| {
             s.status.as_ref().and_then(|st| st.ready_replicas) == Some(1)
         })
-        .await;
+        .await
+        .unwrap();
         println!(
             "  {n} StatefulSets ready in {:.1}s",
             t.elapsed().as_secs_f64()

@@ -34,21 +34,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use hoist_api::{Scaler, Stage};
+use hoist_tests::bulk::{PARALLEL, for_each, wait_count};
 use hoist_tests::operator::{
     Operator, OperatorOptions, apply_plugin_configmap, install_scaler_crd, install_widget_crd,
     plugin_path, samples, widget_resource,
 };
 use hoist_tests::process_stats::{cpu_time, memory, reset_peak};
-use hoist_tests::{Cluster, TestNamespace, wait};
+use hoist_tests::{Cluster, TestNamespace};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
-
-const PARALLEL: usize = 48;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Target {
@@ -163,58 +162,10 @@ fn widget_controller(ns: &TestNamespace) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// How many Scalers satisfy `pred` (listed in pages of 500).
-async fn count_scalers(
-    scalers: &Api<Scaler>,
-    pred: impl Fn(&Scaler) -> bool,
-) -> anyhow::Result<usize> {
-    let mut n = 0;
-    let mut params = ListParams::default().limit(500);
-    loop {
-        let page = scalers.list(&params).await?;
-        n += page.items.iter().filter(|s| pred(s)).count();
-        match page.metadata.continue_ {
-            Some(c) if !c.is_empty() => params = params.continue_token(&c),
-            _ => return Ok(n),
-        }
-    }
-}
-
 fn idle_at(s: &Scaler, n: i32) -> bool {
     s.status.as_ref().is_some_and(|st| {
         st.stage == Stage::Idle && st.replicas == Some(n) && st.operation.is_none()
     })
-}
-
-async fn wait_all(
-    scalers: &Api<Scaler>,
-    total: usize,
-    what: &str,
-    pred: impl Fn(&Scaler) -> bool + Copy,
-) {
-    wait::until(Duration::from_mins(30), what, || {
-        let scalers = scalers.clone();
-        async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            Ok(count_scalers(&scalers, pred).await? == total)
-        }
-    })
-    .await
-    .unwrap();
-}
-
-/// Runs `f(i)` for `0..total`, `PARALLEL` at a time.
-async fn for_each<F, Fut>(total: usize, f: F)
-where
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
-{
-    futures::stream::iter(0..total)
-        .map(f)
-        .buffer_unordered(PARALLEL)
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
 }
 
 /// The pids of the control plane's `kube-apiserver` and `etcd` (the cluster's pids file).
@@ -308,7 +259,8 @@ async fn main() {
         let ns = &ns;
         async move { target.create(ns, &format!("t{i}")).await }
     })
-    .await;
+    .await
+    .unwrap();
     println!(
         "{total} targets created in {:.1}s",
         t.elapsed().as_secs_f64()
@@ -343,8 +295,11 @@ async fn main() {
             anyhow::Ok(())
         }
     })
-    .await;
-    wait_all(&scalers, total, "every Scaler adopted", |s| idle_at(s, 1)).await;
+    .await
+    .unwrap();
+    wait_count(&scalers, total, "every Scaler adopted", |s| idle_at(s, 1))
+        .await
+        .unwrap();
     println!(
         "{total} Scalers created and adopted (Idle at 1) in {:.1}s",
         t.elapsed().as_secs_f64()
@@ -385,9 +340,12 @@ async fn main() {
             anyhow::Ok(())
         }
     })
-    .await;
+    .await
+    .unwrap();
     let written = t.elapsed();
-    wait_all(&scalers, total, "every Scaler Idle at 2", |s| idle_at(s, 2)).await;
+    wait_count(&scalers, total, "every Scaler Idle at 2", |s| idle_at(s, 2))
+        .await
+        .unwrap();
     println!(
         "all {total} desired counts written in {:.1}s; all settled (Idle at 2) {:.1}s after the first write",
         written.as_secs_f64(),
@@ -431,13 +389,14 @@ async fn main() {
         apply_plugin_configmap(&ns, "bench-plugin", &v2)
             .await
             .unwrap();
-        wait_all(&scalers, total, "every Scaler on the new digest", |s| {
+        wait_count(&scalers, total, "every Scaler on the new digest", |s| {
             s.status
                 .as_ref()
                 .and_then(|st| st.plugin.as_ref())
                 .is_some_and(|p| p.digest == digest && p.accepted)
         })
-        .await;
+        .await
+        .unwrap();
         let took = t.elapsed();
         let m = memory(pid).unwrap();
         let loads = plugin_loads(&op.metrics().await.unwrap()) - loads_before;

@@ -10,6 +10,7 @@
 //! skipped test.
 #![forbid(unsafe_code)]
 
+pub mod bulk;
 pub mod faults;
 pub mod helm;
 pub mod keda;
