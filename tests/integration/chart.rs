@@ -859,9 +859,10 @@ fn chart_values_render_what_they_say() {
         "{args}"
     );
 
-    for mode in ["--hpa-mode=true", "--keda-mode=true"] {
+    for mode in ["--hpa-mode=true", "--keda-mode=true", "--shards=1"] {
         assert!(args.as_array().unwrap().contains(&json!(mode)), "{args}");
     }
+
     let has_rule = |rules: &serde_json::Value, resource: &str| {
         rules.as_array().unwrap().iter().any(|r| {
             r["resources"]
@@ -926,6 +927,40 @@ fn chart_values_render_what_they_say() {
     assert!(bad.to_string().contains("plugins.install[0].name"), "{bad}");
     let missing = render(&["plugins.install[0].name=p"]).expect_err("no component");
     assert!(missing.to_string().contains("wasmBase64"), "{missing}");
+}
+
+/// Shards: every replica acts; the Role covers the shard and member Leases, which it watches,
+/// and the departed members' Leases, which it deletes.
+#[test]
+fn chart_renders_shards() {
+    let sharded = render(&["shards=3", "replicaCount=3"]).unwrap();
+    let args = &find(&sharded, "Deployment", "hoist").unwrap()["spec"]["template"]["spec"]["containers"]
+        [0]["args"];
+    assert!(
+        args.as_array().unwrap().contains(&json!("--shards=3")),
+        "{args}"
+    );
+    let lease_rules = &find(&sharded, "Role", "hoist-leader-election").unwrap()["rules"];
+    assert_eq!(
+        lease_rules[1]["resourceNames"],
+        json!(null),
+        "{lease_rules}"
+    );
+    assert_eq!(
+        lease_rules[1]["verbs"],
+        json!(["get", "list", "watch", "patch", "delete"])
+    );
+    let unleased = render(&["shards=3", "leaderElection.enabled=false"])
+        .expect_err("shards without leases are refused");
+    assert!(
+        unleased.to_string().contains("leaderElection.enabled"),
+        "{unleased}"
+    );
+    let zero = render(&["shards=0"]).expect_err("zero shards are refused");
+    assert!(
+        zero.to_string().contains("shards must be from 1 to 256"),
+        "{zero}"
+    );
 }
 
 /// The trust boundary in the chart: the cluster-scoped reads of `HookPolicies` and Namespaces

@@ -1615,3 +1615,227 @@ async fn a_leader_that_loses_its_lease_mid_operation_stops_and_the_next_one_fini
         "b finished {id}:\n{b_log}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Shards: several active replicas, each acting on the Scalers of the shard Leases it holds
+// ---------------------------------------------------------------------------------------
+
+/// Who holds each shard Lease `<base>-shard-<i>-of-<count>` (`None`: nobody).
+async fn shard_holders(ns: &TestNamespace, base: &str, count: u32) -> Vec<Option<String>> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases = ns.api::<Lease>();
+    let mut holders = Vec::new();
+    for i in 0..count {
+        let lease = leases
+            .get_opt(&format!("{base}-shard-{i}-of-{count}"))
+            .await
+            .unwrap();
+        holders.push(
+            lease
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity)
+                .filter(|h| !h.is_empty()),
+        );
+    }
+    holders
+}
+
+/// The Events about Scaler `scaler` with `reason`, counting repeats a recorder folded into one.
+async fn events_with_reason(ns: &TestNamespace, scaler: &str, reason: &str) -> Vec<Event> {
+    ns.api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.kind.as_deref() == Some("Scaler")
+                && e.involved_object.name.as_deref() == Some(scaler)
+                && e.reason.as_deref() == Some(reason)
+        })
+        .collect()
+}
+
+fn times_reported(events: &[Event]) -> i32 {
+    events
+        .iter()
+        .map(|e| {
+            e.series
+                .as_ref()
+                .map_or(e.count.unwrap_or(1).max(1), |s| s.count.unwrap_or(1).max(1))
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sharded_replicas_one_killed_mid_operation_every_operation_completes_once() {
+    let cluster = Cluster::shared();
+    let ns = cluster.namespace("e2e-shards").await.unwrap();
+    install_scaler_crd(&ns.client).await.unwrap();
+    let name = ns.name.clone();
+    let opts = |id: &str| {
+        let mut o = scoped_options(&name);
+        o.leader_elect = true;
+        o.lease_name = Some("hoist-sharded".into());
+        o.lease_namespace = Some(name.clone());
+        o.identity = Some(id.into());
+        o.extra_args.extend(["--shards".into(), "3".into()]);
+        o
+    };
+    let mut replicas = BTreeMap::new();
+    for id in ["a", "b", "c"] {
+        replicas.insert(
+            id.to_owned(),
+            Operator::start(cluster, &opts(id)).await.unwrap(),
+        );
+    }
+    // Each replica takes one shard: one holding none takes a free Lease at once, one holding
+    // some waits a Lease duration per shard it holds.
+    let holders = wait::for_value(LONG, "each replica to hold one shard", || {
+        let ns = &ns;
+        async move {
+            let h = shard_holders(ns, "hoist-sharded", 3).await;
+            let mut ids: Vec<String> = h.iter().flatten().cloned().collect();
+            ids.sort();
+            Ok((ids == ["a", "b", "c"]).then_some(h))
+        }
+    })
+    .await
+    .unwrap();
+    let e = Env {
+        ns,
+        op: replicas.remove("a").unwrap(),
+    };
+    let mut others = replicas;
+
+    // Four Trino StatefulSets of 3, each drained by its Scaler's hook before it shrinks; the
+    // drain takes about 20 polls (6 s), so operations are in flight when a replica dies.
+    let names = ["t0", "t1", "t2", "t3"];
+    let mut setups = BTreeMap::new();
+    let mut specs = BTreeMap::new();
+    let mut operations = BTreeMap::new();
+    for n in names {
+        setups.insert(n, trino_setup(&e, n, 3, 20).await);
+        specs.insert(
+            n,
+            record(e.ns.api::<StatefulSet>(), n, |s: &StatefulSet| {
+                s.spec.as_ref().and_then(|s| s.replicas)
+            })
+            .await,
+        );
+        operations.insert(n, record(e.ns.api::<Scaler>(), n, op_id).await);
+    }
+    for n in names {
+        set_desired(&e.ns, n, 1).await.unwrap();
+    }
+
+    // The replica driving t0 (it reports t0's Events) dies without releasing its shard.
+    let s = wait_scaler(&e.ns, "t0", "pre-scale in progress", hook_in_progress).await;
+    let id = op_id(&s).unwrap();
+    let started = events_with_reason(&e.ns, "t0", "OperationStarted").await;
+    let victim = started
+        .iter()
+        .find_map(|ev| ev.reporting_instance.clone())
+        .expect("t0's OperationStarted names its replica");
+    let victim_shard = holders
+        .iter()
+        .position(|h| h.as_deref() == Some(victim.as_str()))
+        .unwrap();
+    let mut e = e;
+    if victim == "a" {
+        e.op.kill_hard().unwrap();
+    } else {
+        others.get_mut(&victim).unwrap().kill_hard().unwrap();
+    }
+
+    // A surviving replica takes the dead one's shard once its Lease expires and finishes what
+    // was in flight; every Scaler ends at 1, each StatefulSet written once.
+    for n in names {
+        wait_idle_at(&e.ns, n, 1).await;
+    }
+    let now = shard_holders(&e.ns, "hoist-sharded", 3).await;
+    let heir = now[victim_shard]
+        .clone()
+        .expect("the dead replica's shard is held");
+    assert_ne!(heir, victim, "shard {victim_shard} moved: {now:?}");
+    let mut logs = vec![(String::from("a"), e.op.log())];
+    logs.extend(others.iter().map(|(k, o)| (k.clone(), o.log())));
+    for n in names {
+        let setup = &setups[n];
+        assert_eq!(
+            specs[n].values(),
+            vec![Some(3), Some(1)],
+            "{n}: one write, by one replica"
+        );
+        for o in [1, 2] {
+            assert!(
+                setup.workers[&o].drained_at().is_some(),
+                "{n}: worker {o} drained"
+            );
+        }
+        assert_eq!(
+            states(&setup.workers[&0]),
+            vec!["ACTIVE"],
+            "{n}: worker 0 stays"
+        );
+        let seen: Vec<String> = operations[n].values().into_iter().flatten().collect();
+        let first = seen.first().cloned().unwrap();
+        assert!(
+            seen.iter().all(|i| *i == first),
+            "{n}: one operation: {seen:?}"
+        );
+        let done = events_with_reason(&e.ns, n, "OperationSucceeded").await;
+        assert_eq!(times_reported(&done), 1, "{n}: completed once: {done:?}");
+        let writers: Vec<&str> = logs
+            .iter()
+            .filter(|(_, log)| {
+                log.lines()
+                    .any(|l| l.contains("wrote target replicas") && l.contains(&format!("/{n} ")))
+            })
+            .map(|(who, _)| who.as_str())
+            .collect();
+        assert_eq!(writers.len(), 1, "{n}: written by one replica: {writers:?}");
+    }
+    let resumed: Vec<String> = operations["t0"].values().into_iter().flatten().collect();
+    assert!(
+        resumed.iter().all(|i| *i == id),
+        "t0 resumed {id}: {resumed:?}"
+    );
+    let heir_log = &logs.iter().find(|(who, _)| *who == heir).unwrap().1;
+    assert!(
+        heir_log.contains("holding shard") && heir_log.contains("owned shards changed"),
+        "{heir} took the shard:\n{heir_log}"
+    );
+
+    // A new replica joins: the heir, holding two shards, gives one up to it, and the next
+    // operations complete wherever their shard now is.
+    let joined = Operator::start(cluster, &opts("d")).await.unwrap();
+    wait::until(
+        LONG,
+        "the three live replicas to hold one shard each",
+        || {
+            let ns = &e.ns;
+            async move {
+                let mut ids: Vec<String> = shard_holders(ns, "hoist-sharded", 3)
+                    .await
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                ids.sort();
+                ids.dedup();
+                Ok(ids.len() == 3 && ids.iter().any(|i| i == "d"))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    for n in names {
+        set_desired(&e.ns, n, 2).await.unwrap();
+    }
+    for n in names {
+        wait_idle_at(&e.ns, n, 2).await;
+        assert_eq!(specs[n].values(), vec![Some(3), Some(1), Some(2)], "{n}");
+    }
+    let d_log = joined.log();
+    assert!(d_log.contains("holding shard"), "d holds a shard:\n{d_log}");
+}

@@ -41,3 +41,15 @@ The one namespace hoist watches and acts in, or "" for every namespace. Namespac
 {{- default .Release.Namespace .Values.watchNamespace -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The shard count: a whole number from 1 to 256; above 1 it needs leader election. */}}
+{{- define "hoist.shards" -}}
+{{- $n := .Values.shards | int -}}
+{{- if or (lt $n 1) (gt $n 256) -}}
+{{- fail (printf "shards must be from 1 to 256, not %v" .Values.shards) -}}
+{{- end -}}
+{{- if and (gt $n 1) (not .Values.leaderElection.enabled) -}}
+{{- fail "shards above 1 needs leaderElection.enabled=true: each shard is owned through a Lease" -}}
+{{- end -}}
+{{- $n -}}
+{{- end -}}

@@ -94,6 +94,8 @@ pub struct Parts {
     /// The cluster's `HookPolicies` and Namespaces (always cluster-wide: policies are
     /// cluster-scoped and select namespaces by their labels), and their listed signals.
     pub policy_watch: PolicyWatch,
+    /// `hoist run --shards N`: the shards this replica owns, as they change.
+    pub owned_shards: Option<tokio::sync::watch::Receiver<Vec<bool>>>,
 }
 
 /// The writers and listed signals of the stores [`crate::policy::Policies`] reads.
@@ -380,10 +382,47 @@ fn spawn_sync_signal(caches: [Listed; 5], synced: tokio::sync::oneshot::Sender<(
     });
 }
 
-/// Finished plugin loads: reconcile the Scalers of that source; tell them about rejects.
+/// Shards this replica comes to own (taken, or renewed in time again after a lapse): reconcile
+/// their Scalers, which were passed over while another replica (or nobody) owned them.
+fn spawn_shard_gains(
+    mut owned: tokio::sync::watch::Receiver<Vec<bool>>,
+    store: Store<Scaler>,
+    context: Arc<Context>,
+    trigger: mpsc::UnboundedSender<ObjectRef<Scaler>>,
+) {
+    tokio::spawn(async move {
+        let mut before = owned.borrow_and_update().clone();
+        while owned.changed().await.is_ok() {
+            let now = owned.borrow_and_update().clone();
+            let gained: Vec<bool> = now
+                .iter()
+                .enumerate()
+                .map(|(i, o)| *o && !before.get(i).copied().unwrap_or(false))
+                .collect();
+            if let crate::fence::Fence::Shards(ownership) = &context.actor.fence
+                && gained.iter().any(|g| *g)
+            {
+                let mut count = 0usize;
+                for s in store.state() {
+                    let shard = ownership.shard_of(&s.uid().unwrap_or_default());
+                    if gained.get(shard as usize).copied().unwrap_or(false) {
+                        count += 1;
+                        let _ = trigger.send(ObjectRef::from_obj(s.as_ref()));
+                    }
+                }
+                tracing::info!(shards = ?now, scalers = count, "owned shards changed; reconciling their Scalers");
+            }
+            before = now;
+        }
+    });
+}
+
+/// Finished plugin loads: reconcile the Scalers of that source; tell them about rejects (the
+/// Scalers this replica owns: with shards, the others' owners tell theirs).
 fn spawn_load_reports(
     loads: mpsc::UnboundedReceiver<LoadFinished>,
     store: Store<Scaler>,
+    context: Arc<Context>,
     recorder: Publisher,
     trigger: mpsc::UnboundedSender<ObjectRef<Scaler>>,
 ) {
@@ -391,7 +430,9 @@ fn spawn_load_reports(
         let mut loads = std::pin::pin!(channel_stream(loads));
         while let Some(done) = loads.next().await {
             for s in scalers_using(&store, &done.source) {
-                if let Some(reason) = &done.error {
+                if let Some(reason) = &done.error
+                    && context.actor.fence.owns(&s)
+                {
                     let note = match &done.digest {
                         Some(digest) => {
                             format!("{}: plugin {digest} rejected: {reason}", done.source)
@@ -429,6 +470,7 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
         watch_hpas,
         caches_synced,
         policy_watch,
+        owned_shards,
     } = parts;
     let namespace = namespace.as_deref();
     let (scalers_listed, scalers_listed_rx) = tokio::sync::watch::channel(false);
@@ -476,7 +518,16 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
         metrics: context.metrics.clone(),
         cache: context.hooks.targets.cache(),
     });
-    spawn_load_reports(loads, store.clone(), recorder, trigger.clone());
+    spawn_load_reports(
+        loads,
+        store.clone(),
+        context.clone(),
+        recorder,
+        trigger.clone(),
+    );
+    if let Some(owned) = owned_shards {
+        spawn_shard_gains(owned, store.clone(), context.clone(), trigger.clone());
+    }
     spawn_pruner(store.clone(), context.clone(), scalers_listed_rx);
 
     // The targets' watches (crate::target_watch) reconcile the Scalers of a changed target.

@@ -81,6 +81,20 @@ pub enum OperatorError {
     /// This replica no longer holds the leader Lease: no side effect may follow.
     #[error("not the leader any more: {what} not done")]
     NotLeader { what: &'static str },
+    /// This replica does not hold (or has not renewed in time) the Lease of the Scaler's shard:
+    /// no side effect may follow.
+    #[error("shard {shard} is not this replica's: {what} not done")]
+    NotShardOwner { what: &'static str, shard: u32 },
+    /// `--shards` above 1 with `--leader-elect=false`: shards are owned through Leases.
+    #[error("--shards above 1 needs --leader-elect=true: each shard is owned through a Lease")]
+    ShardsNeedLeases,
+    /// Creating or reading a shard Lease failed.
+    #[error("shard Lease {lease}: {source}")]
+    ShardLease {
+        lease: String,
+        #[source]
+        source: kube_lease_manager::LeaseManagerError,
+    },
     /// Writing a Scaler's status failed.
     #[error("writing status of Scaler {scaler}: {source}")]
     WriteStatus {

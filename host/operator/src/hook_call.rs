@@ -146,7 +146,7 @@ impl HookEnv {
             operation: op.map(|o| o.id.clone()).unwrap_or_default(),
             attempt: op.map_or(0, |o| o.attempt),
         };
-        self.fence.check("calling a hook")?;
+        self.fence.check(scaler, "calling a hook")?;
         let hook = call.hook;
         if hook == Hook::ValidateConfig {
             let options = match self

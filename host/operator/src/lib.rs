@@ -48,6 +48,8 @@ pub mod plugins;
 pub mod policy;
 pub mod reconcile;
 pub mod rivals;
+pub mod shard;
+pub mod shard_leases;
 pub mod target;
 pub mod target_cache;
 pub mod target_watch;

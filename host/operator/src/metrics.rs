@@ -102,6 +102,7 @@ pub struct Metrics {
     pub failures: Family<StageLabels, Counter>,
     pub scale_writes: Counter,
     pub leader: Gauge,
+    pub shards_held: Gauge,
     pub kube_requests: Family<RequestLabels, Counter>,
     pub watched_target_kinds: Gauge,
     pub target_watch_events: Family<KindLabels, Counter>,
@@ -167,6 +168,12 @@ impl Metrics {
             "1 while this process holds the leader lease",
             leader.clone(),
         );
+        let shards_held = Gauge::default();
+        registry.register(
+            "shards_held",
+            "Shards (hoist run --shards) whose Lease this replica holds and has renewed in time",
+            shards_held.clone(),
+        );
         let kube_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "kube_requests",
@@ -196,6 +203,7 @@ impl Metrics {
             failures,
             scale_writes,
             leader,
+            shards_held,
             kube_requests,
             watched_target_kinds,
             target_watch_events,

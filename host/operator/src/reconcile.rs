@@ -70,9 +70,13 @@ impl ReconcileError {
         )
     }
 
-    /// This replica lost the lease: nothing more may be written.
+    /// This replica lost the lease (the leader's, or the Scaler's shard's): nothing more may
+    /// be written.
     pub fn is_not_leader(&self) -> bool {
-        matches!(self.source_error(), OperatorError::NotLeader { .. })
+        matches!(
+            self.source_error(),
+            OperatorError::NotLeader { .. } | OperatorError::NotShardOwner { .. }
+        )
     }
 
     /// The `result` label of `hoist_reconciles_total` for a reconcile that failed with this.
@@ -110,6 +114,17 @@ pub struct Context {
 
 /// One reconcile of one Scaler, timed and counted on every exit path.
 pub async fn reconcile(cached: Arc<Scaler>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    // Another replica's shard: nothing to do here, not even reading. The shard's Scalers are
+    // reconciled again when this replica takes it.
+    if !ctx.actor.fence.owns(&cached) {
+        ctx.metrics
+            .reconciles
+            .get_or_create(&ResultLabels {
+                result: "other_shard",
+            })
+            .inc();
+        return Ok(Action::await_change());
+    }
     let started = Instant::now();
     ctx.progress.begin();
     let result = reconcile_steps(cached, &ctx).await;

@@ -76,18 +76,18 @@ impl Actor {
         let mut current = scaler.clone();
 
         if plan.finalizer == Some(FinalizerChange::Add) {
-            self.fence.check("adding the finalizer")?;
+            self.fence.check(scaler, "adding the finalizer")?;
             current = self.set_finalizer(&api, &current, true).await?;
         }
 
         if let Some(status) = &plan.status {
-            self.fence.check("writing the status")?;
+            self.fence.check(scaler, "writing the status")?;
             current = self.write_status(&api, &current, status).await?;
         }
 
         if let Some(replicas) = plan.scale_target {
             fault::abort_point(fault::AFTER_STATUS_BEFORE_SCALE);
-            self.fence.check("writing the target's /scale")?;
+            self.fence.check(scaler, "writing the target's /scale")?;
             // The operation's own target: decide only asks while it is still the spec's.
             let target = current
                 .status
@@ -106,7 +106,7 @@ impl Actor {
         }
 
         if let Some(replicas) = plan.seed_replicas {
-            self.fence.check("seeding spec.replicas")?;
+            self.fence.check(scaler, "seeding spec.replicas")?;
             current = self.seed_replicas(&api, &current, replicas).await?;
         }
 
@@ -115,7 +115,7 @@ impl Actor {
         }
 
         if plan.remove_retry_annotation {
-            self.fence.check("removing the retry annotation")?;
+            self.fence.check(scaler, "removing the retry annotation")?;
             let patch = json!({"metadata": {"annotations": {RETRY_ANNOTATION: null}}});
             let after = api
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -129,7 +129,7 @@ impl Actor {
         }
 
         if plan.finalizer == Some(FinalizerChange::Remove) {
-            self.fence.check("removing the finalizer")?;
+            self.fence.check(scaler, "removing the finalizer")?;
             self.set_finalizer(&api, &current, false).await?;
         }
 
@@ -274,7 +274,7 @@ impl Actor {
         if pods.is_empty() {
             return Ok(());
         }
-        self.fence.check("marking pods")?;
+        self.fence.check(scaler, "marking pods")?;
         let namespace = scaler.namespace().unwrap_or_default();
         self.targets
             .mark_leaving(&namespace, pods, operation)
@@ -293,7 +293,7 @@ impl Actor {
         let Some(selector) = scaler.status.as_ref().and_then(|s| s.selector.clone()) else {
             return Ok(());
         };
-        self.fence.check("removing pod marks")?;
+        self.fence.check(scaler, "removing pod marks")?;
         let namespace = scaler.namespace().unwrap_or_default();
         match self
             .targets

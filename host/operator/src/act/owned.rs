@@ -53,7 +53,7 @@ impl Actor {
                 scaler: who(scaler),
             });
         }
-        self.fence.check("applying an owned object")?;
+        self.fence.check(scaler, "applying an owned object")?;
         api.patch(
             &name,
             &PatchParams::apply(OWNED_FIELD_MANAGER).force(),
@@ -93,7 +93,7 @@ impl Actor {
             .iter()
             .filter(|o| owned_by(o.meta().owner_references.as_deref(), &uid))
         {
-            self.fence.check("deleting an owned object")?;
+            self.fence.check(scaler, "deleting an owned object")?;
             match api.delete(&obj.name_any(), &DeleteParams::default()).await {
                 Ok(_) => deleted += 1,
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -106,7 +106,7 @@ impl Actor {
     /// The builtin autoscaler's decision: writes the Scaler's `spec.replicas` through its
     /// `/scale` (as an HPA would). False (logged) when it was not written.
     pub async fn write_desired(&self, scaler: &Scaler, replicas: i32) -> bool {
-        if let Err(e) = self.fence.check("writing the desired count") {
+        if let Err(e) = self.fence.check(scaler, "writing the desired count") {
             tracing::warn!(scaler = %who(scaler), error = %e, "builtin autoscaler did not write");
             return false;
         }

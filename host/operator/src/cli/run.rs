@@ -1,6 +1,7 @@
 //! `hoist run`: the operator process. Checks the CRD is installed, serves /healthz, /readyz
 //! and /metrics, competes for the leader lease, and runs the Scaler controller while it
-//! leads. SIGTERM/SIGINT shut down gracefully (in-flight reconciles finish, the lease is
+//! leads (with `--shards N`: competes for the shard Leases and runs the controller at once,
+//! acting on the Scalers of the shards it holds). SIGTERM/SIGINT shut down gracefully (in-flight reconciles finish, the lease is
 //! released); losing the lease exits non-zero so the pod restarts as a standby.
 
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use crate::latest::LatestScalers;
 use crate::leader;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::reconcile::Context;
+use crate::shard_leases::{ShardLeases, ShardSettings};
 use crate::target::Targets;
 
 /// Log output format.
@@ -71,6 +73,12 @@ pub struct Args {
     /// Name of the leader Lease.
     #[arg(long, env = "HOIST_LEASE_NAME", default_value = "hoist-operator")]
     pub lease_name: String,
+    /// Split the Scalers over this many shards, each with its own Lease
+    /// (`<lease-name>-shard-<i>-of-<N>`): every replica is active and acts on the shards it
+    /// holds. 1 (the default) is one leader. Every replica must run with the same count; one
+    /// that sees a live Lease of another count acts on nothing until it is gone.
+    #[arg(long, env = "HOIST_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub shards: u32,
     /// This replica's identity (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -252,7 +260,26 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
     .map_err(OperatorError::Sandbox)?;
 
     let identity = args.identity.clone().unwrap_or_else(default_identity);
-    let mut leadership = if args.leader_elect {
+    let shards = if args.shards > 1 {
+        if !args.leader_elect {
+            return Err(OperatorError::ShardsNeedLeases);
+        }
+        let shards = ShardLeases::start(
+            ShardSettings {
+                client: client.clone(),
+                namespace: args.lease_namespace.clone(),
+                base: args.lease_name.clone(),
+                count: args.shards,
+                identity: identity.clone(),
+            },
+            metrics.clone(),
+        )
+        .await?;
+        Some(shards)
+    } else {
+        None
+    };
+    let mut leadership = if args.leader_elect && shards.is_none() {
         let mut l = leader::compete(
             client.clone(),
             &args.lease_namespace,
@@ -267,18 +294,23 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
             () = shutdown_signal() => { l.release().await; return Ok(()); }
         }
         tracing::info!(%identity, "leading");
+        metrics.leader.set(1);
         Some(l)
     } else {
         None
     };
-    metrics.leader.set(1);
+    if !args.leader_elect {
+        metrics.leader.set(1);
+    }
     health.set_role(Role::Syncing);
 
     let (policies, policy_watch) = controller::policy_stores();
 
-    let fence = leadership
-        .as_ref()
-        .map_or_else(Fence::unfenced, |l| Fence::lease(l.is_leader.clone()));
+    let fence = match (&shards, &leadership) {
+        (Some(shards), _) => Fence::Shards(shards.ownership.clone()),
+        (None, Some(l)) => Fence::lease(l.is_leader.clone()),
+        (None, None) => Fence::unfenced(),
+    };
     let latest = Arc::new(LatestScalers::default());
     let targets = Targets::new(client.clone());
     let recorder = Publisher::new(
@@ -369,6 +401,7 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
         watch_hpas: args.hpa_mode,
         caches_synced: synced_tx,
         policy_watch,
+        owned_shards: shards.as_ref().map(|s| s.owned.clone()),
     };
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -399,6 +432,9 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
         let _ = controller.await;
     }
     metrics.leader.set(0);
+    if let Some(shards) = shards {
+        shards.release().await;
+    }
     if let Some(l) = leadership {
         if lost_leadership {
             l.abandon();

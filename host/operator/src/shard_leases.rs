@@ -1,0 +1,577 @@
+//! Sharding, the effectful part: a watch of the Leases in the lease namespace, one task per
+//! shard Lease that competes for it and renews it (kube-lease-manager), a member Lease that says
+//! this replica is alive (the replicas spread the shards evenly over the live members), and
+//! [`Ownership`]: the shards this replica may act on, now.
+//!
+//! A shard counts as owned only while three things agree: the shard's task holds the Lease
+//! (kube-lease-manager says so), the watched Lease names this replica and was renewed less than
+//! `duration - margin` ago by this replica's own clock, and no replica configured with another
+//! shard count holds a Lease ([`crate::shard::Census`]). The second closes the fence before
+//! the Lease expires for the others when renewals stop reaching the API server (a restart, a
+//! partition): by then this replica's writes fail anyway, but its hook calls would not.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client};
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseParams};
+use tokio::sync::watch;
+
+use crate::error::OperatorError;
+use crate::metrics::Metrics;
+use crate::shard::{self, Approach, Census, Pace};
+
+/// Seconds a shard Lease is valid after its last renewal.
+const LEASE_SECONDS: u64 = 15;
+/// Seconds before expiry its holder renews it.
+const GRACE_SECONDS: u64 = 5;
+/// How long before expiry a holder stops acting when its renewals do not land (less than the
+/// grace, so a renewal that lands in time never closes the fence).
+const MARGIN: Duration = Duration::from_secs(2);
+/// How often a replica looks at the Leases it does not hold, and recomputes what it owns.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// How long one attempt to take a free Lease may take before it is given up.
+const TAKE_WITHIN: Duration = Duration::from_secs(5);
+/// Lease timing of the shard decisions.
+const PACE: Pace = Pace {
+    lease: Duration::from_secs(LEASE_SECONDS),
+    settle: Duration::from_secs(2),
+};
+/// A member Lease not renewed for this long belongs to a replica that is gone: it is deleted.
+const DEPARTED_AFTER: Duration = Duration::from_mins(10);
+
+/// Where the shard Leases are and who this replica is.
+#[derive(Clone)]
+pub struct ShardSettings {
+    pub client: Client,
+    pub namespace: String,
+    /// `--lease-name`: the shard Leases are `<base>-shard-<i>-of-<count>`.
+    pub base: String,
+    pub count: u32,
+    pub identity: String,
+}
+
+impl std::fmt::Debug for ShardSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardSettings")
+            .field("namespace", &self.namespace)
+            .field("base", &self.base)
+            .field("count", &self.count)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The shards this replica may act on. Cheap to clone; every check reads the current Leases.
+#[derive(Clone)]
+pub struct Ownership {
+    base: Arc<str>,
+    namespace: Arc<str>,
+    identity: Arc<str>,
+    count: u32,
+    leases: Store<Lease>,
+    /// What the shard tasks hold, by shard.
+    held: watch::Receiver<Vec<bool>>,
+}
+
+impl std::fmt::Debug for Ownership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ownership")
+            .field("count", &self.count)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ownership {
+    /// The number of shards.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The shard of the Scaler with this uid.
+    pub fn shard_of(&self, uid: &str) -> u32 {
+        shard::shard_of(uid, self.count)
+    }
+
+    /// Which shards this replica may act on at `now` (none while a replica with another shard
+    /// count holds a Lease: the reason is the `Err`).
+    pub fn owned(&self, now: SystemTime) -> Result<Vec<bool>, String> {
+        let census = Census {
+            base: &self.base,
+            count: self.count,
+            identity: &self.identity,
+        };
+        if let Some(other) =
+            census.other_count_live(self.leases.state().iter().map(AsRef::as_ref), now)
+        {
+            return Err(format!(
+                "a replica with another shard count holds Lease {other}; this replica runs with {} shards and acts on none until it is gone",
+                self.count
+            ));
+        }
+        let held = self.held.borrow();
+        Ok((0..self.count)
+            .map(|i| held.get(i as usize).copied().unwrap_or(false) && self.renewed_in_time(i, now))
+            .collect())
+    }
+
+    /// Whether this replica may act on shard `shard` now.
+    pub fn owns_shard(&self, shard: u32) -> bool {
+        self.owned(SystemTime::now())
+            .is_ok_and(|owned| owned.get(shard as usize).copied().unwrap_or(false))
+    }
+
+    /// How many shards each live replica should hold, and how many this one holds.
+    fn held_and_fair(&self, now: SystemTime) -> (u32, u32) {
+        let held =
+            u32::try_from(self.held.borrow().iter().filter(|h| **h).count()).unwrap_or(u32::MAX);
+        let members = shard::live_members(
+            &self.base,
+            self.leases.state().iter().map(AsRef::as_ref),
+            now,
+        );
+        (held, shard::fair_share(self.count, members))
+    }
+
+    fn renewed_in_time(&self, index: u32, now: SystemTime) -> bool {
+        self.lease(index)
+            .is_some_and(|l| shard::fresh_holder(&l, now, MARGIN) == Some(&*self.identity))
+    }
+
+    fn lease(&self, index: u32) -> Option<Arc<Lease>> {
+        self.leases.get(
+            &ObjectRef::new(&shard::lease_name(&self.base, index, self.count))
+                .within(&self.namespace),
+        )
+    }
+}
+
+/// The running shard tasks; [`ShardLeases::release`] gives every held Lease up.
+#[derive(Debug)]
+pub struct ShardLeases {
+    pub ownership: Ownership,
+    /// The owned set, recomputed every second and on every change: a shard that becomes owned
+    /// (taken, or renewed in time again) reconciles its Scalers.
+    pub owned: watch::Receiver<Vec<bool>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Dropping the receiver makes the member task release the member Lease and end.
+    member: (
+        watch::Receiver<bool>,
+        tokio::task::JoinHandle<Result<LeaseManager, kube_lease_manager::LeaseManagerError>>,
+    ),
+}
+
+impl ShardLeases {
+    /// Creates the shard Leases that do not exist yet, starts the Lease watch and one task per
+    /// shard.
+    pub async fn start(
+        settings: ShardSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, OperatorError> {
+        let ShardSettings {
+            client,
+            namespace,
+            base,
+            count,
+            identity,
+        } = settings;
+        let (leases, writer) = reflector::store::<Lease>();
+        let (listed_tx, listed) = watch::channel(false);
+        let lease_watch = reflector(
+            writer,
+            watcher(
+                Api::<Lease>::namespaced(client.clone(), &namespace),
+                watcher::Config::default(),
+            )
+            .inspect(move |e| {
+                if matches!(e, Ok(watcher::Event::InitDone)) {
+                    listed_tx.send_replace(true);
+                }
+            }),
+        )
+        .default_backoff()
+        .applied_objects();
+        let mut tasks = vec![tokio::spawn(async move {
+            let mut events = std::pin::pin!(lease_watch);
+            while let Some(event) = events.next().await {
+                if let Err(e) = event {
+                    tracing::warn!(error = %e, "watching the shard Leases");
+                }
+            }
+        })];
+
+        let (held_tx, held) = watch::channel(vec![false; count as usize]);
+        let ownership = Ownership {
+            base: base.clone().into(),
+            namespace: namespace.clone().into(),
+            identity: identity.clone().into(),
+            count,
+            leases,
+            held,
+        };
+        let member_lease = shard::member_lease_name(&base, &identity);
+        let member = lease_manager(&client, &namespace, &member_lease, &identity)
+            .await?
+            .watch()
+            .await;
+        let (stop, stopped) = watch::channel(false);
+        let last_release = Arc::new(std::sync::Mutex::new(None));
+        let preferred = shard::preferred_shard(&identity, count);
+        let taking = Arc::new(tokio::sync::Mutex::new(()));
+        for index in 0..count {
+            let lease = shard::lease_name(&base, index, count);
+            let manager = lease_manager(&client, &namespace, &lease, &identity).await?;
+            let task = ShardTask {
+                index,
+                lease,
+                preferred: index == preferred,
+                manager,
+                ownership: ownership.clone(),
+                held: held_tx.clone(),
+                taking: taking.clone(),
+                last_release: last_release.clone(),
+                listed: listed.clone(),
+                stopped: stopped.clone(),
+            };
+            tasks.push(tokio::spawn(task.run()));
+        }
+        let (owned_tx, owned) = watch::channel(vec![false; count as usize]);
+        tasks.push(tokio::spawn(publish_owned(
+            ownership.clone(),
+            owned_tx,
+            metrics,
+            stopped.clone(),
+        )));
+        tasks.push(tokio::spawn(delete_departed_members(
+            Api::namespaced(client, &namespace),
+            ownership.clone(),
+            stopped,
+        )));
+        tracing::info!(count, %identity, preferred, "competing for shard Leases");
+        Ok(Self {
+            ownership,
+            owned,
+            stop,
+            tasks,
+            member,
+        })
+    }
+
+    /// Stops competing and gives every held Lease up, so that other replicas take the shards
+    /// at once (after the controller has stopped: nothing acts on them any more).
+    pub async fn release(self) {
+        self.stop.send_replace(true);
+        let mut tasks = self.tasks.into_iter();
+        // The first task is the Lease watch: it never ends by itself.
+        if let Some(watch) = tasks.next() {
+            watch.abort();
+        }
+        for task in tasks {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "a shard task failed");
+            }
+        }
+        let (alive, member) = self.member;
+        drop(alive);
+        match member.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "releasing the member Lease"),
+            Err(e) => tracing::warn!(error = %e, "the member Lease task failed"),
+        }
+    }
+}
+
+/// Recomputes the owned set every [`LOOK_EVERY`] (a Lease not renewed in time stops counting
+/// without any event) and publishes changes; `hoist_shards_held` follows it.
+async fn publish_owned(
+    ownership: Ownership,
+    owned_tx: watch::Sender<Vec<bool>>,
+    metrics: Arc<Metrics>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut said_other_count = false;
+    loop {
+        let owned = match ownership.owned(SystemTime::now()) {
+            Ok(owned) => {
+                said_other_count = false;
+                owned
+            }
+            Err(why) => {
+                if !said_other_count {
+                    tracing::error!("{why}");
+                    said_other_count = true;
+                }
+                vec![false; ownership.count as usize]
+            }
+        };
+        metrics
+            .shards_held
+            .set(i64::try_from(owned.iter().filter(|o| **o).count()).unwrap_or(i64::MAX));
+        owned_tx.send_if_modified(|current| {
+            let changed = *current != owned;
+            *current = owned;
+            changed
+        });
+        tokio::select! {
+            () = until_stopped(&mut stopped) => {
+                owned_tx.send_replace(vec![false; ownership.count as usize]);
+                metrics.shards_held.set(0);
+                return;
+            }
+            () = tokio::time::sleep(LOOK_EVERY) => {}
+        }
+    }
+}
+
+/// A manager of Lease `name` (created if missing) for `identity`.
+async fn lease_manager(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    identity: &str,
+) -> Result<LeaseManager, OperatorError> {
+    LeaseManagerBuilder::new(client.clone(), name)
+        .with_namespace(namespace)
+        .with_parameters(
+            LeaseParams::new(identity, LEASE_SECONDS, GRACE_SECONDS)
+                .with_field_manager(format!("hoist-{identity}")),
+        )
+        .build()
+        .await
+        .map_err(|source| OperatorError::ShardLease {
+            lease: name.to_owned(),
+            source,
+        })
+}
+
+/// Deletes, every minute, the member Leases of replicas gone for [`DEPARTED_AFTER`] (pods of
+/// a Deployment have new names each time: their Leases would pile up).
+async fn delete_departed_members(
+    leases: Api<Lease>,
+    ownership: Ownership,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = until_stopped(&mut stopped) => return,
+            () = tokio::time::sleep(Duration::from_mins(1)) => {}
+        }
+        let now = SystemTime::now();
+        let Some(long_ago) = now.checked_sub(DEPARTED_AFTER) else {
+            continue;
+        };
+        for lease in ownership.leases.state() {
+            let Some(name) = lease.metadata.name.as_deref() else {
+                continue;
+            };
+            if shard::is_member_lease(&ownership.base, name)
+                && shard::is_free(Some(&lease), long_ago)
+            {
+                match leases
+                    .delete(name, &kube::api::DeleteParams::default())
+                    .await
+                {
+                    Ok(_) => tracing::info!(
+                        lease = name,
+                        "deleted the member Lease of a replica gone for 10 minutes"
+                    ),
+                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                    Err(e) => {
+                        tracing::warn!(lease = name, error = %e, "deleting a departed member Lease");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once this replica stops.
+async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// Why a replica stopped holding a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HoldEnd {
+    /// This replica stops: release the Lease.
+    Stopped,
+    /// Another replica holds it now.
+    Lost,
+    /// Released for a replica holding fewer.
+    GaveUp,
+}
+
+/// Competes for one shard Lease, holds and renews it, and competes again when it is lost.
+struct ShardTask {
+    index: u32,
+    lease: String,
+    preferred: bool,
+    manager: LeaseManager,
+    ownership: Ownership,
+    held: watch::Sender<Vec<bool>>,
+    /// One shard task of this replica takes a Lease at a time: the count of shards held, which
+    /// decides whether to take another, is then current for each.
+    taking: Arc<tokio::sync::Mutex<()>>,
+    /// When this replica last gave a shard up (one per Lease duration).
+    last_release: Arc<std::sync::Mutex<Option<Instant>>>,
+    listed: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl ShardTask {
+    async fn run(mut self) {
+        if self.listed.wait_for(|l| *l).await.is_err() {
+            return;
+        }
+        loop {
+            if !self.take().await {
+                return;
+            }
+            tracing::info!(shard = self.index, lease = %self.lease, "holding shard");
+            let end = self.hold().await;
+            if end != HoldEnd::Lost
+                && let Err(e) = self.manager.release().await
+            {
+                tracing::warn!(lease = %self.lease, error = %e, "releasing a shard Lease");
+            }
+            self.set_held(false);
+            match end {
+                HoldEnd::Stopped => return,
+                HoldEnd::Lost => {
+                    tracing::warn!(shard = self.index, lease = %self.lease, "lost the shard to another replica");
+                }
+                HoldEnd::GaveUp => {
+                    tracing::info!(shard = self.index, lease = %self.lease, "gave the shard up: this replica holds more than its share");
+                }
+            }
+        }
+    }
+
+    /// Waits until it took the Lease and counts it as held (`true`), or was told to stop
+    /// (`false`).
+    async fn take(&mut self) -> bool {
+        let mut free_since: Option<Instant> = None;
+        loop {
+            if *self.stopped.borrow() {
+                return false;
+            }
+            let taking = self.taking.clone();
+            let turn = taking.lock().await;
+            let now = SystemTime::now();
+            let lease = self.ownership.lease(self.index);
+            let other_count = Census {
+                base: &self.ownership.base,
+                count: self.ownership.count,
+                identity: &self.ownership.identity,
+            }
+            .other_count_live(self.ownership.leases.state().iter().map(AsRef::as_ref), now);
+            if other_count.is_some() {
+                free_since = None;
+            } else {
+                if shard::is_free(lease.as_deref(), now) {
+                    free_since.get_or_insert_with(Instant::now);
+                } else {
+                    free_since = None;
+                }
+                let step = shard::approach(
+                    lease.as_deref(),
+                    &self.ownership.identity,
+                    now,
+                    self.preferred,
+                    self.ownership.held_and_fair(now),
+                    free_since.map_or(Duration::ZERO, |t| t.elapsed()),
+                    PACE,
+                );
+                if step == Approach::Take {
+                    // Someone else may take it first: then `changed` would wait for that
+                    // holder's Lease to expire; give the attempt up instead and look again.
+                    match tokio::time::timeout(TAKE_WITHIN, self.manager.changed()).await {
+                        Ok(Ok(true)) => {
+                            self.wait_until_seen().await;
+                            self.set_held(true);
+                            drop(turn);
+                            return true;
+                        }
+                        Ok(Ok(false)) | Err(_) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(lease = %self.lease, error = %e, "taking a shard Lease");
+                        }
+                    }
+                }
+            }
+            drop(turn);
+            tokio::select! {
+                () = until_stopped(&mut self.stopped) => return false,
+                () = tokio::time::sleep(LOOK_EVERY) => {}
+            }
+        }
+    }
+
+    /// After taking the Lease: waits (a little) until the watch shows it, so that the shard's
+    /// Scalers, reconciled once it counts as owned, find the fence open.
+    async fn wait_until_seen(&self) {
+        let deadline = Instant::now() + TAKE_WITHIN;
+        while Instant::now() < deadline
+            && !self
+                .ownership
+                .renewed_in_time(self.index, SystemTime::now())
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Renews the Lease until it is lost, this replica stops, or it holds more than its share.
+    /// Giving up releases the Lease before the held count drops, under the taking turn: two
+    /// shards are not given up at once.
+    async fn hold(&mut self) -> HoldEnd {
+        loop {
+            tokio::select! {
+                () = until_stopped(&mut self.stopped) => return HoldEnd::Stopped,
+                changed = self.manager.changed() => match changed {
+                    Ok(false) => return HoldEnd::Lost,
+                    Ok(true) => {}
+                    Err(e) => {
+                        // The API server did not answer: keep trying; the Lease stops counting
+                        // as owned once it was not renewed in time.
+                        tracing::warn!(lease = %self.lease, error = %e, "renewing a shard Lease");
+                        tokio::time::sleep(LOOK_EVERY).await;
+                    }
+                },
+                () = tokio::time::sleep(LOOK_EVERY) => {
+                    let taking = self.taking.clone();
+                    let _turn = taking.lock().await;
+                    let since = self
+                        .last_release
+                        .lock()
+                        .map_or(None, |t| *t)
+                        .map_or(Duration::MAX, |t| t.elapsed());
+                    let share = self.ownership.held_and_fair(SystemTime::now());
+                    if shard::should_release(self.preferred, share, since, PACE) {
+                        if let Ok(mut t) = self.last_release.lock() {
+                            *t = Some(Instant::now());
+                        }
+                        if let Err(e) = self.manager.release().await {
+                            tracing::warn!(lease = %self.lease, error = %e, "giving a shard Lease up");
+                        }
+                        self.set_held(false);
+                        return HoldEnd::GaveUp;
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_held(&self, held: bool) {
+        self.held.send_modify(|h| {
+            if let Some(slot) = h.get_mut(self.index as usize) {
+                *slot = held;
+            }
+        });
+    }
+}
