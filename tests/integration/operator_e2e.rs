@@ -1784,7 +1784,16 @@ async fn three_sharded_replicas_one_killed_mid_operation_every_operation_complet
             seen.iter().all(|i| *i == first),
             "{n}: one operation: {seen:?}"
         );
-        let done = events_with_reason(&e.ns, n, "OperationSucceeded").await;
+        // The Event follows the status write that made the Scaler Idle.
+        let done = wait::for_value(LONG, &format!("{n}: OperationSucceeded"), || {
+            let ns = &e.ns;
+            async move {
+                let done = events_with_reason(ns, n, "OperationSucceeded").await;
+                Ok((times_reported(&done) > 0).then_some(done))
+            }
+        })
+        .await
+        .unwrap();
         assert_eq!(times_reported(&done), 1, "{n}: completed once: {done:?}");
         let writers: Vec<&str> = logs
             .iter()
