@@ -22,6 +22,7 @@ use crate::events::Publisher;
 use crate::metrics::Metrics;
 use crate::plugins::{LoadFinished, OciSources, PLUGIN_LABEL, PluginRegistry, SourceKey};
 use crate::reconcile::{Context, error_policy, reconcile};
+use crate::target_index::{ByTarget, TargetKey};
 use hoist_api::PluginLocation;
 
 /// Scalers whose `spec.hooks.plugin` is `source`.
@@ -266,12 +267,25 @@ fn mark_listed<K>(
     }
 }
 
+/// The annotation `kubectl apply` keeps the whole applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What hoist keeps of a Scaler for the life of the process: without managedFields and
+/// `kubectl apply`'s copy of the object (never read here, and together often larger than the
+/// rest of a Scaler).
+pub(crate) fn trim_cached(scaler: &mut Scaler) {
+    scaler.managed_fields_mut().clear();
+    if let Some(annotations) = scaler.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
 /// The Scaler controller over its own watch. The store holds every Scaler for the life of
-/// the process: managedFields (never read here, and a large part of a small object) are
-/// dropped before they are stored.
+/// the process, trimmed ([`trim_cached`]) before it is stored.
 fn scaler_controller(
     client: &Client,
     namespace: Option<&str>,
+    by_target: ByTarget<Scaler>,
     listed: tokio::sync::watch::Sender<bool>,
 ) -> Controller<Scaler> {
     let (store, writer) = reflector::store::<Scaler>();
@@ -281,7 +295,12 @@ fn scaler_controller(
             scoped::<Scaler>(client, namespace),
             watcher::Config::default().any_semantic(),
         )
-        .modify(|s| s.managed_fields_mut().clear())
+        .modify(trim_cached)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                by_target.apply(event);
+            }
+        })
         .inspect(mark_listed(listed)),
     )
     .applied_objects();
@@ -336,12 +355,19 @@ fn spawn_hpa_watch(
 ) {
     let (store, writer) = reflector::store::<HorizontalPodAutoscaler>();
     let _ = context.hpas.set(store);
+    let hpa_index = context.by_target.hpas.clone();
+    let scaler_index = context.by_target.scalers.clone();
     let watch = reflector(
         writer,
         watcher(
             scoped::<HorizontalPodAutoscaler>(client, namespace),
             watcher::Config::default(),
         )
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                hpa_index.apply(event);
+            }
+        })
         .inspect(mark_listed(listed)),
     )
     .default_backoff()
@@ -351,14 +377,10 @@ fn spawn_hpa_watch(
         while let Some(event) = watch.next().await {
             match event {
                 Ok(hpa) => {
-                    let Some(spec) = &hpa.spec else { continue };
-                    let r = &spec.scale_target_ref;
-                    let ns = hpa.namespace();
-                    for s in scalers.state().iter().filter(|s| {
-                        s.namespace() == ns
-                            && s.spec.target_ref.kind == r.kind
-                            && s.spec.target_ref.name == r.name
-                    }) {
+                    let Some(target) = TargetKey::of_hpa(&hpa) else {
+                        continue;
+                    };
+                    for s in scaler_index.aiming_at(&target, &scalers) {
                         let _ = trigger.send(ObjectRef::from_obj(s.as_ref()));
                     }
                 }
@@ -476,7 +498,12 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
     let (scalers_listed, scalers_listed_rx) = tokio::sync::watch::channel(false);
     let (configmaps_listed, configmaps_listed_rx) = tokio::sync::watch::channel(false);
     let (hpas_listed, hpas_listed_rx) = tokio::sync::watch::channel(false);
-    let controller = scaler_controller(&client, namespace, scalers_listed);
+    let controller = scaler_controller(
+        &client,
+        namespace,
+        context.by_target.scalers.clone(),
+        scalers_listed,
+    );
     let store = controller.store();
     let _ = context.scalers.set(store.clone());
     let (trigger, triggers) = mpsc::unbounded_channel::<ObjectRef<Scaler>>();
@@ -514,6 +541,7 @@ pub async fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + Sync 
         client: client.clone(),
         namespace: namespace.map(str::to_owned),
         scalers: store.clone(),
+        by_target: context.by_target.scalers.clone(),
         trigger: trigger.clone(),
         metrics: context.metrics.clone(),
         cache: context.hooks.targets.cache(),
@@ -566,4 +594,29 @@ pub fn plugin_registry(
     metrics: Arc<Metrics>,
 ) -> (PluginRegistry, mpsc::UnboundedReceiver<LoadFinished>) {
     PluginRegistry::new(sandbox, store, oci, metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn a_cached_scaler_keeps_its_annotations_but_not_kubectl_s_copy() {
+        let mut s: Scaler = serde_json::from_value(serde_json::json!({
+            "apiVersion": "hoist.dev/v1alpha1", "kind": "Scaler",
+            "metadata": {
+                "name": "s", "namespace": "ns",
+                "annotations": {LAST_APPLIED: "{\"big\": true}", "hoist.dev/retry": "1"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
+            },
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "web"}}
+        }))
+        .unwrap();
+        trim_cached(&mut s);
+        assert!(s.metadata.managed_fields.unwrap_or_default().is_empty());
+        let annotations = s.metadata.annotations.unwrap();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["hoist.dev/retry"]);
+    }
 }

@@ -52,6 +52,17 @@ impl Fence {
         }
     }
 
+    /// Counts a reconcile of `scaler` as running until the guard is dropped (with shards: a
+    /// shard is handed over to another replica only once none of its reconciles runs).
+    pub fn enter(&self, scaler: &Scaler) -> Option<crate::shard_leases::InFlight> {
+        match self {
+            Self::Unfenced | Self::Leader(_) => None,
+            Self::Shards(ownership) => {
+                Some(ownership.enter(ownership.shard_of(&scaler.uid().unwrap_or_default())))
+            }
+        }
+    }
+
     /// Whether this replica reconciles `scaler` at all: always with one leader (the controller
     /// runs only while it leads); with shards, while it owns the Scaler's shard.
     pub fn owns(&self, scaler: &Scaler) -> bool {

@@ -62,7 +62,7 @@ impl LatestScalers {
 
     /// Records that a write turned `before` into `after` (the API server's answer).
     pub fn wrote(&self, before: &Scaler, mut after: Scaler) {
-        after.managed_fields_mut().clear();
+        crate::controller::trim_cached(&mut after);
         let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = written.entry(key(before)).or_insert_with(|| Written {
             superseded: VecDeque::new(),

@@ -52,4 +52,5 @@ pub mod shard;
 pub mod shard_leases;
 pub mod target;
 pub mod target_cache;
+pub mod target_index;
 pub mod target_watch;

@@ -28,6 +28,7 @@ use crate::latest::LatestScalers;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::observe::{observe, pod_selector};
 use crate::rivals::target_conflict;
+use crate::target_index::{TargetIndexes, TargetKey};
 
 /// Why a reconcile stopped before its end, by the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -110,12 +111,16 @@ pub struct Context {
     pub scalers: std::sync::OnceLock<Store<Scaler>>,
     /// Every HorizontalPodAutoscaler of the watched namespaces (set when the controller starts).
     pub hpas: std::sync::OnceLock<Store<HorizontalPodAutoscaler>>,
+    /// The Scalers and HPAs of those stores by the workload they aim at.
+    pub by_target: TargetIndexes,
 }
 
 /// One reconcile of one Scaler, timed and counted on every exit path.
 pub async fn reconcile(cached: Arc<Scaler>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     // Another replica's shard: nothing to do here, not even reading. The shard's Scalers are
-    // reconciled again when this replica takes it.
+    // reconciled again when this replica takes it. Counted first, so that a shard being handed
+    // over is released only after this reconcile (which the fence then stops) has ended.
+    let _in_flight = ctx.actor.fence.enter(&cached);
     if !ctx.actor.fence.owns(&cached) {
         ctx.metrics
             .reconciles
@@ -155,11 +160,19 @@ async fn reconcile_steps(cached: Arc<Scaler>, ctx: &Context) -> Result<Action, R
         ctx.hooks.access.policies(),
     )
     .await;
-    observation.conflict = target_conflict(
-        &ctx.scalers.get().map(Store::state).unwrap_or_default(),
-        &ctx.hpas.get().map(Store::state).unwrap_or_default(),
-        &scaler,
-    );
+    observation.conflict = TargetKey::of_scaler(&scaler).and_then(|target| {
+        target_conflict(
+            &ctx.scalers
+                .get()
+                .map(|s| ctx.by_target.scalers.aiming_at(&target, s))
+                .unwrap_or_default(),
+            &ctx.hpas
+                .get()
+                .map(|h| ctx.by_target.hpas.aiming_at(&target, h))
+                .unwrap_or_default(),
+            &scaler,
+        )
+    });
 
     // The autoscaling mode first: it may write spec.replicas (builtin), which the state machine
     // then sees in the next reconcile (the watch brings the new version).

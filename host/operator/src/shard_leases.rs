@@ -11,6 +11,7 @@
 //! partition): by then this replica's writes fail anyway, but its hook calls would not.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
@@ -41,6 +42,9 @@ const PACE: Pace = Pace {
     lease: Duration::from_secs(LEASE_SECONDS),
     settle: Duration::from_secs(2),
 };
+/// Longest wait for a shard's reconciles in flight before its Lease is handed over anyway (a
+/// hook call ends at its own deadline well before this).
+const HAND_OVER_WITHIN: Duration = Duration::from_mins(15);
 /// A member Lease not renewed for this long belongs to a replica that is gone: it is deleted.
 const DEPARTED_AFTER: Duration = Duration::from_mins(10);
 
@@ -76,6 +80,26 @@ pub struct Ownership {
     leases: Store<Lease>,
     /// What the shard tasks hold, by shard.
     held: watch::Receiver<Vec<bool>>,
+    /// Shards being handed over: no new reconcile starts on them, and the Lease is released
+    /// once those in flight have ended.
+    handing_over: Arc<[AtomicBool]>,
+    /// Reconciles running, by shard.
+    in_flight: Arc<[AtomicUsize]>,
+}
+
+/// A reconcile of one shard's Scaler, running; counted until dropped.
+#[derive(Debug)]
+pub struct InFlight {
+    in_flight: Arc<[AtomicUsize]>,
+    shard: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(n) = self.in_flight.get(self.shard) {
+            n.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl std::fmt::Debug for Ownership {
@@ -116,8 +140,42 @@ impl Ownership {
         }
         let held = self.held.borrow();
         Ok((0..self.count)
-            .map(|i| held.get(i as usize).copied().unwrap_or(false) && self.renewed_in_time(i, now))
+            .map(|i| {
+                held.get(i as usize).copied().unwrap_or(false)
+                    && !self.is_handing_over(i)
+                    && self.renewed_in_time(i, now)
+            })
             .collect())
+    }
+
+    /// Counts a reconcile of a Scaler of `shard` until the guard is dropped: a shard is handed
+    /// over only once none is running (so that two replicas never call a Scaler's hook at once).
+    pub fn enter(&self, shard: u32) -> InFlight {
+        if let Some(n) = self.in_flight.get(shard as usize) {
+            n.fetch_add(1, Ordering::AcqRel);
+        }
+        InFlight {
+            in_flight: self.in_flight.clone(),
+            shard: shard as usize,
+        }
+    }
+
+    fn in_flight(&self, shard: u32) -> usize {
+        self.in_flight
+            .get(shard as usize)
+            .map_or(0, |n| n.load(Ordering::Acquire))
+    }
+
+    fn is_handing_over(&self, shard: u32) -> bool {
+        self.handing_over
+            .get(shard as usize)
+            .is_some_and(|h| h.load(Ordering::Acquire))
+    }
+
+    fn set_handing_over(&self, shard: u32, on: bool) {
+        if let Some(h) = self.handing_over.get(shard as usize) {
+            h.store(on, Ordering::Release);
+        }
     }
 
     /// Whether this replica may act on shard `shard` now.
@@ -214,6 +272,8 @@ impl ShardLeases {
             count,
             leases,
             held,
+            handing_over: (0..count).map(|_| AtomicBool::new(false)).collect(),
+            in_flight: (0..count).map(|_| AtomicUsize::new(0)).collect(),
         };
         let member_lease = shard::member_lease_name(&base, &identity);
         let member = lease_manager(&client, &namespace, &member_lease, &identity)
@@ -435,12 +495,11 @@ impl ShardTask {
             }
             tracing::info!(shard = self.index, lease = %self.lease, "holding shard");
             let end = self.hold().await;
-            if end != HoldEnd::Lost
+            if end == HoldEnd::Stopped
                 && let Err(e) = self.manager.release().await
             {
                 tracing::warn!(lease = %self.lease, error = %e, "releasing a shard Lease");
             }
-            self.set_held(false);
             match end {
                 HoldEnd::Stopped => return,
                 HoldEnd::Lost => {
@@ -527,14 +586,15 @@ impl ShardTask {
     }
 
     /// Renews the Lease until it is lost, this replica stops, or it holds more than its share.
-    /// Giving up releases the Lease before the held count drops, under the taking turn: two
-    /// shards are not given up at once.
+    /// A shard given up is first handed over: no new reconcile starts on it, the Lease is
+    /// renewed until those in flight have ended, then released (one shard per Lease duration).
     async fn hold(&mut self) -> HoldEnd {
-        loop {
+        let mut handing_over: Option<Instant> = None;
+        let end = loop {
             tokio::select! {
-                () = until_stopped(&mut self.stopped) => return HoldEnd::Stopped,
+                () = until_stopped(&mut self.stopped) => break HoldEnd::Stopped,
                 changed = self.manager.changed() => match changed {
-                    Ok(false) => return HoldEnd::Lost,
+                    Ok(false) => break HoldEnd::Lost,
                     Ok(true) => {}
                     Err(e) => {
                         // The API server did not answer: keep trying; the Lease stops counting
@@ -544,26 +604,44 @@ impl ShardTask {
                     }
                 },
                 () = tokio::time::sleep(LOOK_EVERY) => {
-                    let taking = self.taking.clone();
-                    let _turn = taking.lock().await;
-                    let since = self
-                        .last_release
-                        .lock()
-                        .map_or(None, |t| *t)
-                        .map_or(Duration::MAX, |t| t.elapsed());
-                    let share = self.ownership.held_and_fair(SystemTime::now());
-                    if shard::should_release(self.preferred, share, since, PACE) {
-                        if let Ok(mut t) = self.last_release.lock() {
-                            *t = Some(Instant::now());
+                    if let Some(since) = handing_over {
+                        let running = self.ownership.in_flight(self.index);
+                        if running == 0 || since.elapsed() >= HAND_OVER_WITHIN {
+                            if let Err(e) = self.manager.release().await {
+                                tracing::warn!(lease = %self.lease, error = %e, "giving a shard Lease up");
+                            }
+                            self.stamp_release();
+                            break HoldEnd::GaveUp;
                         }
-                        if let Err(e) = self.manager.release().await {
-                            tracing::warn!(lease = %self.lease, error = %e, "giving a shard Lease up");
-                        }
-                        self.set_held(false);
-                        return HoldEnd::GaveUp;
+                    } else if self.over_share().await {
+                        tracing::info!(shard = self.index, running = self.ownership.in_flight(self.index), "handing the shard over: this replica holds more than its share; waiting for its reconciles in flight");
+                        self.ownership.set_handing_over(self.index, true);
+                        self.stamp_release();
+                        handing_over = Some(Instant::now());
                     }
                 }
             }
+        };
+        self.set_held(false);
+        self.ownership.set_handing_over(self.index, false);
+        end
+    }
+
+    /// Whether this shard is to be given up now (see [`shard::should_release`]).
+    async fn over_share(&self) -> bool {
+        let _turn = self.taking.lock().await;
+        let since = self
+            .last_release
+            .lock()
+            .map_or(None, |t| *t)
+            .map_or(Duration::MAX, |t| t.elapsed());
+        let share = self.ownership.held_and_fair(SystemTime::now());
+        shard::should_release(self.preferred, share, since, PACE)
+    }
+
+    fn stamp_release(&self) {
+        if let Ok(mut t) = self.last_release.lock() {
+            *t = Some(Instant::now());
         }
     }
 
@@ -573,5 +651,103 @@ impl ShardTask {
                 *slot = held;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    use super::*;
+
+    fn lease(name: &str, holder: &str, renewed: SystemTime) -> Lease {
+        Lease {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ops".into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                renew_time: Some(MicroTime(renewed.try_into().unwrap())),
+                lease_duration_seconds: Some(15),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn ownership(leases: &[Lease], held: Vec<bool>) -> (Ownership, watch::Sender<Vec<bool>>) {
+        let (store, mut writer) = reflector::store::<Lease>();
+        for l in leases {
+            writer.apply_watcher_event(&watcher::Event::Apply(l.clone()));
+        }
+        let count = u32::try_from(held.len()).unwrap();
+        let (tx, held) = watch::channel(held);
+        let o = Ownership {
+            base: "hoist".into(),
+            namespace: "ops".into(),
+            identity: "me".into(),
+            count,
+            leases: store,
+            held,
+            handing_over: (0..count).map(|_| AtomicBool::new(false)).collect(),
+            in_flight: (0..count).map(|_| AtomicUsize::new(0)).collect(),
+        };
+        (o, tx)
+    }
+
+    #[test]
+    fn a_shard_is_owned_while_held_renewed_in_time_and_not_handed_over() {
+        let now = SystemTime::now();
+        let (o, held) = ownership(
+            &[
+                lease("hoist-shard-0-of-2", "me", now),
+                lease("hoist-shard-1-of-2", "me", now - Duration::from_secs(14)),
+            ],
+            vec![true, true],
+        );
+        assert_eq!(
+            o.owned(now).unwrap(),
+            vec![true, false],
+            "shard 1 renewed too long ago"
+        );
+        o.set_handing_over(0, true);
+        assert!(
+            !o.owns_shard(0),
+            "no new reconcile on a shard being handed over"
+        );
+        o.set_handing_over(0, false);
+        held.send_replace(vec![false, true]);
+        assert!(!o.owns_shard(0), "the shard task let it go");
+    }
+
+    #[test]
+    fn reconciles_in_flight_are_counted_per_shard_until_they_end() {
+        let (o, _held) = ownership(&[], vec![false, false]);
+        let a = o.enter(1);
+        let b = o.enter(1);
+        assert_eq!((o.in_flight(0), o.in_flight(1)), (0, 2));
+        drop(a);
+        assert_eq!(o.in_flight(1), 1);
+        drop(b);
+        assert_eq!(o.in_flight(1), 0);
+    }
+
+    #[test]
+    fn a_live_lease_of_another_count_stops_every_shard() {
+        let now = SystemTime::now();
+        let (o, _held) = ownership(
+            &[
+                lease("hoist-shard-0-of-2", "me", now),
+                lease("hoist-shard-0-of-3", "other", now),
+            ],
+            vec![true, false],
+        );
+        let err = o.owned(now).unwrap_err();
+        assert!(err.contains("hoist-shard-0-of-3 (held by other)"), "{err}");
+        assert!(!o.owns_shard(0));
     }
 }

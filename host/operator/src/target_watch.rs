@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use crate::metrics::{KindLabels, Metrics};
 use crate::target::{ScalePaths, cached_state};
 use crate::target_cache::{Cached, TargetCache};
+use crate::target_index::{ByTarget, TargetKey};
 
 /// How often the kinds the Scalers target are looked at again.
 const RESCAN: Duration = Duration::from_secs(2);
@@ -116,6 +117,8 @@ pub struct WatchParts {
     /// Watch only this namespace (`hoist run --namespace`); `None` watches all.
     pub namespace: Option<String>,
     pub scalers: Store<Scaler>,
+    /// The Scalers by target, kept from the Scaler watch.
+    pub by_target: ByTarget<Scaler>,
     pub trigger: mpsc::UnboundedSender<ObjectRef<Scaler>>,
     pub metrics: Arc<Metrics>,
     pub cache: Arc<TargetCache>,
@@ -248,7 +251,7 @@ async fn start(parts: &WatchParts, kind: &TargetKind) -> Result<AbortHandle, Str
                 continue;
             };
             events.inc();
-            for scaler in targeting(&parts.scalers, &kind, &ns, &name) {
+            for scaler in targeting(&parts.by_target, &parts.scalers, &kind, ns, name) {
                 let _ = parts.trigger.send(scaler);
             }
         }
@@ -328,21 +331,24 @@ async fn scale_paths(
     }
 }
 
-/// The Scalers of namespace `ns` whose target is `kind` `name`.
+/// The Scalers of namespace `ns` whose target is `kind` `name` (looked up by target, not
+/// scanned).
 fn targeting(
+    by_target: &ByTarget<Scaler>,
     scalers: &Store<Scaler>,
     kind: &TargetKind,
-    ns: &str,
-    name: &str,
+    namespace: String,
+    name: String,
 ) -> Vec<ObjectRef<Scaler>> {
-    scalers
-        .state()
+    let key = TargetKey {
+        namespace,
+        kind: kind.kind.clone(),
+        name,
+    };
+    by_target
+        .aiming_at(&key, scalers)
         .iter()
-        .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
-        .filter(|s| {
-            let t = &s.spec.target_ref;
-            t.name == name && t.kind == kind.kind && t.api_version == kind.api_version
-        })
+        .filter(|s| s.spec.target_ref.api_version == kind.api_version)
         .map(|s| ObjectRef::from_obj(s.as_ref()))
         .collect()
 }

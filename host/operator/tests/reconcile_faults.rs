@@ -614,6 +614,7 @@ async fn rig(kind: Kind, sandbox: &Sandbox, wasm: &[u8], subnet: u8) -> Rig {
         progress: Arc::new(Progress::default()),
         scalers: std::sync::OnceLock::new(),
         hpas: std::sync::OnceLock::new(),
+        by_target: hoist_operator::target_index::TargetIndexes::default(),
     });
     Rig {
         world,

@@ -380,6 +380,7 @@ async fn operate(args: &Args) -> Result<(), OperatorError> {
         progress: health.progress.clone(),
         scalers: std::sync::OnceLock::new(),
         hpas: std::sync::OnceLock::new(),
+        by_target: crate::target_index::TargetIndexes::default(),
     });
     let (synced_tx, synced_rx) = tokio::sync::oneshot::channel::<()>();
     let synced_health = health.clone();
