@@ -289,6 +289,7 @@ fn scaler_controller(
     listed: tokio::sync::watch::Sender<bool>,
 ) -> Controller<Scaler> {
     let (store, writer) = reflector::store::<Scaler>();
+    let previous = store.clone();
     let watch = reflector(
         writer,
         watcher(
@@ -298,7 +299,7 @@ fn scaler_controller(
         .modify(trim_cached)
         .inspect(move |event| {
             if let Ok(event) = event {
-                by_target.apply(event);
+                by_target.apply(event, &previous);
             }
         })
         .inspect(mark_listed(listed)),
@@ -354,7 +355,7 @@ fn spawn_hpa_watch(
     listed: tokio::sync::watch::Sender<bool>,
 ) {
     let (store, writer) = reflector::store::<HorizontalPodAutoscaler>();
-    let _ = context.hpas.set(store);
+    let _ = context.hpas.set(store.clone());
     let hpa_index = context.by_target.hpas.clone();
     let scaler_index = context.by_target.scalers.clone();
     let watch = reflector(
@@ -365,7 +366,7 @@ fn spawn_hpa_watch(
         )
         .inspect(move |event| {
             if let Ok(event) = event {
-                hpa_index.apply(event);
+                hpa_index.apply(event, &store);
             }
         })
         .inspect(mark_listed(listed)),
