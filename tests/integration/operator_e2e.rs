@@ -158,21 +158,24 @@ async fn sts_spec_replicas(ns: &TestNamespace, name: &str) -> Option<i32> {
         .and_then(|s| s.replicas)
 }
 
-/// Reasons of the Events about a Scaler, oldest first.
-async fn event_reasons(ns: &TestNamespace, scaler: &str) -> Vec<String> {
-    let list = ns
-        .api::<Event>()
+/// The Events about Scaler `scaler`.
+async fn scaler_events(ns: &TestNamespace, scaler: &str) -> Vec<Event> {
+    ns.api::<Event>()
         .list(&ListParams::default())
         .await
-        .unwrap();
-    let mut events: Vec<&Event> = list
+        .unwrap()
         .items
-        .iter()
+        .into_iter()
         .filter(|e| {
             e.involved_object.kind.as_deref() == Some("Scaler")
                 && e.involved_object.name.as_deref() == Some(scaler)
         })
-        .collect();
+        .collect()
+}
+
+/// Reasons of the Events about a Scaler, oldest first.
+async fn event_reasons(ns: &TestNamespace, scaler: &str) -> Vec<String> {
+    let mut events = scaler_events(ns, scaler).await;
     events.sort_by_key(|e| {
         e.event_time
             .as_ref()
@@ -1642,17 +1645,10 @@ async fn shard_holders(ns: &TestNamespace, base: &str, count: u32) -> Vec<Option
 
 /// The Events about Scaler `scaler` with `reason`, counting repeats a recorder folded into one.
 async fn events_with_reason(ns: &TestNamespace, scaler: &str, reason: &str) -> Vec<Event> {
-    ns.api::<Event>()
-        .list(&ListParams::default())
+    scaler_events(ns, scaler)
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .filter(|e| {
-            e.involved_object.kind.as_deref() == Some("Scaler")
-                && e.involved_object.name.as_deref() == Some(scaler)
-                && e.reason.as_deref() == Some(reason)
-        })
+        .filter(|e| e.reason.as_deref() == Some(reason))
         .collect()
 }
 

@@ -226,6 +226,11 @@ mod tests {
 
     use super::*;
 
+    const TEST_PACE: Pace = Pace {
+        lease: Duration::from_secs(15),
+        settle: Duration::from_secs(2),
+    };
+
     fn lease(name: &str, holder: Option<&str>, renewed: SystemTime) -> Lease {
         Lease {
             metadata: kube::api::ObjectMeta {
@@ -352,10 +357,6 @@ mod tests {
     #[test]
     fn free_shards_go_first_to_replicas_holding_fewer() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_hours(500_000);
-        let pace = Pace {
-            lease: Duration::from_secs(15),
-            settle: Duration::from_secs(2),
-        };
         let held_by_b = lease("s", Some("b"), t0);
         let mine = lease("s", Some("me"), t0);
         let expired = lease("s", Some("b"), t0 - Duration::from_secs(30));
@@ -367,7 +368,7 @@ mod tests {
                 preferred,
                 held_fair,
                 Duration::from_secs(free_secs),
-                pace,
+                TEST_PACE,
             )
         };
         let rows = [
@@ -426,24 +427,20 @@ mod tests {
 
     #[test]
     fn replicas_above_their_share_give_one_shard_up_at_a_time() {
-        let pace = Pace {
-            lease: Duration::from_secs(15),
-            settle: Duration::from_secs(2),
-        };
         assert_eq!(fair_share(3, 1), 3);
         assert_eq!(fair_share(3, 2), 2);
         assert_eq!(fair_share(3, 3), 1);
         assert_eq!(fair_share(3, 5), 1);
         assert_eq!(fair_share(3, 0), 3);
         let long = Duration::from_mins(1);
-        assert!(should_release(false, (3, 1), long, pace));
+        assert!(should_release(false, (3, 1), long, TEST_PACE));
         assert!(
-            !should_release(true, (3, 1), long, pace),
+            !should_release(true, (3, 1), long, TEST_PACE),
             "never the preferred"
         );
-        assert!(!should_release(false, (1, 1), long, pace), "at share");
+        assert!(!should_release(false, (1, 1), long, TEST_PACE), "at share");
         assert!(
-            !should_release(false, (3, 1), Duration::from_secs(5), pace),
+            !should_release(false, (3, 1), Duration::from_secs(5), TEST_PACE),
             "one per lease"
         );
     }

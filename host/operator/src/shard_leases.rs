@@ -125,27 +125,41 @@ impl Ownership {
     /// Which shards this replica may act on at `now` (none while a replica with another shard
     /// count holds a Lease: the reason is the `Err`).
     pub fn owned(&self, now: SystemTime) -> Result<Vec<bool>, String> {
-        let census = Census {
-            base: &self.base,
-            count: self.count,
-            identity: &self.identity,
-        };
-        if let Some(other) =
-            census.other_count_live(self.leases.state().iter().map(AsRef::as_ref), now)
-        {
+        if let Some(other) = self.other_count_live(now) {
             return Err(format!(
                 "a replica with another shard count holds Lease {other}; this replica runs with {} shards and acts on none until it is gone",
                 self.count
             ));
         }
-        let held = self.held.borrow();
-        Ok((0..self.count)
-            .map(|i| {
-                held.get(i as usize).copied().unwrap_or(false)
-                    && !self.is_handing_over(i)
-                    && self.renewed_in_time(i, now)
-            })
-            .collect())
+        Ok((0..self.count).map(|i| self.holds(i, now)).collect())
+    }
+
+    /// Whether this replica may act on shard `shard` now.
+    pub fn owns_shard(&self, shard: u32) -> bool {
+        let now = SystemTime::now();
+        self.other_count_live(now).is_none() && self.holds(shard, now)
+    }
+
+    /// A live Lease of another shard count (or of the single leader), if any.
+    fn other_count_live(&self, now: SystemTime) -> Option<String> {
+        Census {
+            base: &self.base,
+            count: self.count,
+            identity: &self.identity,
+        }
+        .other_count_live(self.leases.state().iter().map(AsRef::as_ref), now)
+    }
+
+    /// Its task holds shard `shard`, it is not being handed over, and its Lease was renewed
+    /// in time.
+    fn holds(&self, shard: u32, now: SystemTime) -> bool {
+        self.held
+            .borrow()
+            .get(shard as usize)
+            .copied()
+            .unwrap_or(false)
+            && !self.is_handing_over(shard)
+            && self.renewed_in_time(shard, now)
     }
 
     /// Counts a reconcile of a Scaler of `shard` until the guard is dropped: a shard is handed
@@ -176,12 +190,6 @@ impl Ownership {
         if let Some(h) = self.handing_over.get(shard as usize) {
             h.store(on, Ordering::Release);
         }
-    }
-
-    /// Whether this replica may act on shard `shard` now.
-    pub fn owns_shard(&self, shard: u32) -> bool {
-        self.owned(SystemTime::now())
-            .is_ok_and(|owned| owned.get(shard as usize).copied().unwrap_or(false))
     }
 
     /// How many shards each live replica should hold, and how many this one holds.
@@ -524,13 +532,7 @@ impl ShardTask {
             let turn = taking.lock().await;
             let now = SystemTime::now();
             let lease = self.ownership.lease(self.index);
-            let other_count = Census {
-                base: &self.ownership.base,
-                count: self.ownership.count,
-                identity: &self.ownership.identity,
-            }
-            .other_count_live(self.ownership.leases.state().iter().map(AsRef::as_ref), now);
-            if other_count.is_some() {
+            if self.ownership.other_count_live(now).is_some() {
                 free_since = None;
             } else {
                 if shard::is_free(lease.as_deref(), now) {
